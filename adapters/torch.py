@@ -1,0 +1,74 @@
+"""PyTorch (CPU) cross-entropy APIs.
+
+Conventions cited from the torch.nn.functional documentation (2.x):
+* cross_entropy / nll_loss with class-index targets and `weight`: reduction="mean" divides by
+  the sum of the targets' class weights; with class-probability targets it divides by N.
+* binary_cross_entropy clamps log outputs to >= -100 ("BCELoss clamps its log function
+  outputs to be greater than or equal to -100"): a documented departure, recorded in
+  cases/expectations.toml, not modelled by the reference.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from adapters import Framework
+from harness.spec import Api
+
+ALL = ("none", "sum", "mean")
+API = partial(Api, framework="torch", reductions=ALL, reduction_arg="reduction")
+
+
+def _setup():
+    import torch
+
+    torch.set_num_threads(1)
+    return torch
+
+
+def _to_native(a: np.ndarray):
+    import torch
+
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _to_numpy(t) -> np.ndarray:
+    import ml_dtypes
+    import torch
+
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy().astype(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+FRAMEWORK = Framework(
+    name="torch",
+    package="torch",
+    aliases={},
+    setup=_setup,
+    to_native=_to_native,
+    to_numpy=_to_numpy,
+    repro_imports="import numpy as np, torch",
+    repro_array="torch.tensor({values}).to(torch.{dtype})",
+    repro_value="{expr}.double().tolist()",
+    env={"OMP_NUM_THREADS": "1"},
+)
+
+F = "torch.nn.functional."
+APIS = [
+    API(name=F + "binary_cross_entropy_with_logits", family="sigmoid", inputs="input", targets="target",
+        params={"pos_weight": "pos_weight", "weight": "weight"}),
+    API(name=F + "binary_cross_entropy", family="binary", inputs="input", targets="target",
+        params={"weight": "weight"}),
+    API(name=F + "cross_entropy", variant="index", family="sparse_softmax", inputs="input", targets="target",
+        params={"class_weight": "weight"}, conventions={"mean": "target_weight"}),
+    API(name=F + "cross_entropy", variant="probs", family="softmax", inputs="input", targets="target",
+        params={"class_weight": "weight"}),
+    API(name=F + "nll_loss", variant="log_softmax", family="sparse_softmax", inputs="input", targets="target",
+        params={"class_weight": "weight"}, conventions={"mean": "target_weight"},
+        prepare=(F + "log_softmax", {"dim": -1})),
+]

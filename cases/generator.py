@@ -1,0 +1,344 @@
+"""The built-in corpus: seeded, deterministic cases of extreme logits, soft labels,
+imbalanced weights and edge shapes for every family.
+
+Case ids are "<category>/<family>/<name>"; the category is one of CATEGORIES. Each case's
+random draws come from a generator seeded by (seed, crc32(id)), so adding or removing a
+case never changes another one.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from harness.casefile import Case
+from harness.dtypes import finfo
+from harness.spec import DTYPES, FAMILIES
+
+CATEGORIES = ("baseline", "extreme", "soft_labels", "weights", "shapes")
+LARGE_C = 32768  # ">= 32,768 classes"
+
+Builder = Callable[[np.random.Generator], Case]
+
+
+def _rng(seed: int, cid: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(cid.encode())])
+
+
+def _steps(x: float, dtype: str, ks: Iterable[int] = (-2, -1, 0, 1, 2)) -> list[float]:
+    """x rounded to `dtype`, and k ulps either side of it (in that dtype), as float64."""
+    from harness.dtypes import np_dtype, UINT
+
+    v = np.asarray(x, dtype=np.float64).astype(np_dtype(dtype))
+    bits = int(v.view(UINT[dtype]))
+    out = []
+    for k in ks:
+        b = bits + (k if x >= 0 else -k)
+        out.append(float(np.asarray(b, dtype=UINT[dtype]).view(np_dtype(dtype)).astype(np.float64)))
+    return out
+
+
+def thresholds(dtype: str) -> dict[str, float]:
+    """Where exp/log1p change regime in `dtype`: exp overflow log(max), exp underflow to
+    subnormal log(tiny), to zero log(smallest subnormal), and -log(eps) where
+    log1p(exp(-x)) drops below one ulp of x."""
+    fi = finfo(dtype)
+    return {
+        "exp-overflow": float(np.log(float(fi.max))),
+        "exp-underflow": float(np.log(float(fi.tiny))),
+        "exp-to-zero": float(np.log(float(fi.smallest_subnormal))),
+        "log-eps": float(-np.log(float(fi.eps))),
+    }
+
+
+def _special_values() -> list[float]:
+    return [0.0, -0.0, 1.0, -1.0, 1e4, -1e4, 1e8, -1e8, 1e30, -1e30, np.inf, -np.inf, np.nan]
+
+
+def _finfo_values(dtype: str) -> list[float]:
+    fi = finfo(dtype)
+    v = [float(fi.max), float(fi.tiny), float(fi.smallest_subnormal), float(fi.eps)]
+    return v + [-a for a in v]
+
+
+# --- per-family case constructors ------------------------------------------------------
+def _elementwise(fam: str, cid: str, x, z, *, params=None, dtypes=None) -> Case:
+    return Case(cid, fam, np.asarray(x, np.float64), np.asarray(z, np.float64), dict(params or {}), dtypes)
+
+
+def _grid(values: list[float], targets: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Every value against every target: shape (len(targets), len(values))."""
+    x = np.tile(np.asarray(values, np.float64), (len(targets), 1))
+    z = np.repeat(np.asarray(targets, np.float64)[:, None], len(values), axis=1)
+    return x, z
+
+
+def onehot(idx, c: int) -> np.ndarray:
+    idx = np.asarray(idx, dtype=np.int64)
+    out = np.zeros(idx.shape + (c,))
+    np.put_along_axis(out, idx[..., None], 1.0, axis=-1)
+    return out
+
+
+def _softmax_targets(rng, n: int, c: int, kind: str) -> np.ndarray:
+    if kind == "onehot":
+        return onehot(rng.integers(0, c, n), c)
+    if kind == "dirichlet-small":
+        return rng.dirichlet(np.full(c, 0.05), n)
+    if kind == "dirichlet-large":
+        return rng.dirichlet(np.full(c, 50.0), n)
+    if kind == "zeros":
+        return np.zeros((n, c))
+    if kind == "sum-half":
+        return 0.5 * rng.dirichlet(np.ones(c), n)
+    if kind == "sum-two":
+        return 2.0 * rng.dirichlet(np.ones(c), n)
+    raise ValueError(kind)
+
+
+def _probs(rng, n: int, c: int, scale: float = 3.0) -> np.ndarray:
+    x = rng.normal(0, scale, (n, c))
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid_cases(seed: int) -> list[Case]:
+    F, out = "sigmoid", []
+    zs = [0.0, 0.5, 1.0]
+    x, z = _grid(_special_values(), zs)
+    out.append(_elementwise(F, "extreme/sigmoid/specials", x, z))
+    for d in DTYPES:
+        x, z = _grid(_finfo_values(d), zs)
+        out.append(_elementwise(F, f"extreme/sigmoid/finfo-{d}", x, z, dtypes=(d,)))
+        vals = [s for t in thresholds(d).values() for v in (t, -t) for s in _steps(v, d)]
+        x, z = _grid(vals, zs)
+        out.append(_elementwise(F, f"extreme/sigmoid/exp-thresholds-{d}", x, z, dtypes=(d,)))
+    r = _rng(seed, "extreme/sigmoid/large-spread")
+    x = np.sign(r.normal(size=(4, 16))) * 10.0 ** r.uniform(-3, 4, (4, 16))
+    out.append(_elementwise(F, "extreme/sigmoid/large-spread", x, r.choice(zs, x.shape)))
+
+    r = _rng(seed, "soft_labels/sigmoid/uniform")
+    out.append(_elementwise(F, "soft_labels/sigmoid/uniform", r.normal(0, 4, (6, 8)), r.uniform(0, 1, (6, 8))))
+    x, z = _grid([-30.0, -10.0, -1.0, 0.0, 1.0, 10.0, 30.0], [1e-6, 0.25, 1 - 1e-6])
+    out.append(_elementwise(F, "soft_labels/sigmoid/near-binary", x, z))
+
+    base_x, base_z = _grid([-100.0, -20.0, -2.0, 0.0, 2.0, 20.0, 100.0], zs)
+    for q in (0.0, 1e-6, 1e6):
+        out.append(_elementwise(F, f"weights/sigmoid/pos_weight-{q:g}", base_x, base_z,
+                                params={"pos_weight": np.full(base_x.shape[-1], q)},
+                                dtypes=None if q < 1e5 else ("bfloat16", "float32", "float64")))
+    r = _rng(seed, "weights/sigmoid/pos_weight-span")
+    out.append(_elementwise(F, "weights/sigmoid/pos_weight-span", base_x, base_z,
+                            params={"pos_weight": 10.0 ** r.uniform(-6, 6, base_x.shape[-1])},
+                            dtypes=("bfloat16", "float32", "float64")))
+    wx, wz = _grid([-np.inf, -1e4, -1.0, 0.0, 1.0, 1e4, np.inf], [0.0, 0.5, 1.0])
+    out.append(_elementwise(F, "weights/sigmoid/weight-zero", wx, wz, params={"weight": np.zeros(wx.shape)}))
+    r = _rng(seed, "weights/sigmoid/weight-span")
+    ww = 10.0 ** r.uniform(-6, 6, base_x.shape)
+    for red in ("none", "sum", "mean"):
+        out.append(_elementwise(F, f"weights/sigmoid/weight-span-{red}", base_x, base_z,
+                                params={"weight": ww, "reduction": red}, dtypes=("bfloat16", "float32", "float64")))
+
+    r = _rng(seed, "shapes/sigmoid")
+    out.append(_elementwise(F, "shapes/sigmoid/batch1", [[3.5]], [[1.0]]))
+    out.append(_elementwise(F, "shapes/sigmoid/empty", np.zeros((0, 3)), np.zeros((0, 3))))
+    for red in ("none", "mean"):
+        out.append(_elementwise(F, f"shapes/sigmoid/wide-{red}", r.normal(0, 5, (2, LARGE_C)),
+                                r.integers(0, 2, (2, LARGE_C)).astype(float), params={"reduction": red}))
+    out.append(_elementwise(F, "shapes/sigmoid/empty-mean", np.zeros((0, 3)), np.zeros((0, 3)),
+                            params={"reduction": "mean"}))
+
+    r = _rng(seed, "baseline/sigmoid")
+    bx, bz = r.normal(0, 3, (8, 6)), r.choice([0.0, 1.0, 0.3], (8, 6))
+    for red in ("none", "sum", "mean"):
+        out.append(_elementwise(F, f"baseline/sigmoid/random-{red}", bx, bz, params={"reduction": red}))
+    out.append(_elementwise(F, "baseline/sigmoid/pos_weight", bx, bz,
+                            params={"pos_weight": r.uniform(0.5, 3, 6)}))
+    out.append(_elementwise(F, "baseline/sigmoid/weight-mean", bx, bz,
+                            params={"weight": r.uniform(0.1, 2, (8, 6)), "reduction": "mean"}))
+    return out
+
+
+def binary_cases(seed: int) -> list[Case]:
+    F, out = "binary", []
+    zs = [0.0, 0.5, 1.0]
+    x, z = _grid([0.0, 1e-30, 1e-8, 1e-3, 0.5, 1 - 1e-3, 1 - 1e-8, 1.0], zs)
+    out.append(_elementwise(F, "extreme/binary/specials", x, z))
+    for d in DTYPES:
+        fi = finfo(d)
+        one_minus = _steps(1.0, d, (-3, -2, -1))
+        vals = [0.0, float(fi.smallest_subnormal), float(fi.tiny), float(fi.eps), 0.5] + one_minus + [1.0]
+        x, z = _grid(vals, zs)
+        out.append(_elementwise(F, f"extreme/binary/edges-{d}", x, z, dtypes=(d,)))
+
+    r = _rng(seed, "soft_labels/binary/uniform")
+    out.append(_elementwise(F, "soft_labels/binary/uniform", r.uniform(0.01, 0.99, (6, 8)), r.uniform(0, 1, (6, 8))))
+
+    r = _rng(seed, "weights/binary")
+    bx, bz = _grid([1e-6, 0.1, 0.5, 0.9, 1 - 1e-6], zs)
+    px, pz = _grid([0.0, 0.5, 1.0], zs)
+    out.append(_elementwise(F, "weights/binary/weight-zero", px, pz, params={"weight": np.zeros(px.shape)}))
+    ww = 10.0 ** r.uniform(-6, 6, bx.shape)
+    for red in ("none", "sum", "mean"):
+        out.append(_elementwise(F, f"weights/binary/weight-span-{red}", bx, bz,
+                                params={"weight": ww, "reduction": red}, dtypes=("bfloat16", "float32", "float64")))
+
+    r = _rng(seed, "shapes/binary")
+    out.append(_elementwise(F, "shapes/binary/batch1", [[0.25]], [[1.0]]))
+    out.append(_elementwise(F, "shapes/binary/empty", np.zeros((0, 3)), np.zeros((0, 3))))
+    out.append(_elementwise(F, "shapes/binary/wide-mean", r.uniform(0.001, 0.999, (2, LARGE_C)),
+                            r.integers(0, 2, (2, LARGE_C)).astype(float), params={"reduction": "mean"}))
+
+    r = _rng(seed, "baseline/binary")
+    bx, bz = r.uniform(0.02, 0.98, (8, 6)), r.choice([0.0, 1.0, 0.3], (8, 6))
+    for red in ("none", "sum", "mean"):
+        out.append(_elementwise(F, f"baseline/binary/random-{red}", bx, bz, params={"reduction": red}))
+    out.append(_elementwise(F, "baseline/binary/weight-mean", bx, bz,
+                            params={"weight": r.uniform(0.1, 2, (8, 6)), "reduction": "mean"}))
+    return out
+
+
+def _row_case(fam: str, cid: str, x, t, params=None, dtypes=None) -> Case:
+    t = np.asarray(t, np.int64 if FAMILIES[fam].targets == "index" else np.float64)
+    return Case(cid, fam, np.asarray(x, np.float64), t, dict(params or {}), dtypes)
+
+
+def _dense_to(fam: str, y: np.ndarray) -> np.ndarray:
+    """Dense one-hot rows -> index targets for sparse families (argmax)."""
+    return np.argmax(y, axis=-1) if FAMILIES[fam].targets == "index" else y
+
+
+def logit_rows_cases(fam: str, seed: int) -> list[Case]:
+    """Cases for 'softmax' (dense targets) and 'sparse_softmax' (index targets)."""
+    out: list[Case] = []
+    sparse = FAMILIES[fam].targets == "index"
+
+    def add(cid, x, y_onehot_or_dense, params=None, dtypes=None):
+        out.append(_row_case(fam, cid, x, _dense_to(fam, np.asarray(y_onehot_or_dense, float)), params, dtypes))
+
+    e = np.eye(4)
+    for H in (1e4, 1e8, 1e30, -1e30):
+        x = np.full((2, 4), H)
+        add(f"extreme/{fam}/equal-huge-{H:g}", x, np.stack([e[0], e[3]]))
+    for d in DTYPES:
+        fi = finfo(d)
+        M = float(fi.max)
+        x = np.array([[M, M, M, M], [M, -M, 0, 1], [-M, -M, -M, -M], [M, 0, 0, 0]])
+        add(f"extreme/{fam}/finfo-max-{d}", x, np.stack([e[0], e[1], e[2], e[3]]), dtypes=(d,))
+        th = thresholds(d)
+        rows = []
+        for key in ("exp-overflow", "exp-underflow", "exp-to-zero", "log-eps"):
+            for v in _steps(th[key] if key != "log-eps" else -th[key], d, (-1, 0, 1)):
+                rows.append([v, 0.0, 0.0, 0.0])
+        x = np.array(rows)
+        y = np.stack([e[i % 2] for i in range(len(rows))])  # target at the extreme and beside it
+        add(f"extreme/{fam}/exp-thresholds-{d}", x, y, dtypes=(d,))
+        sub = float(fi.smallest_subnormal)
+        x = np.array([[sub, -sub, 0.0, -0.0], [float(fi.tiny), 0.0, -0.0, sub]])
+        add(f"extreme/{fam}/subnormal-{d}", x, np.stack([e[0], e[2]]), dtypes=(d,))
+    for D in (20.0, 50.0, 100.0, 1e4, 1e30):
+        x = np.array([[D, 0, 0, 0], [D, 0, 0, 0]])
+        add(f"extreme/{fam}/dominant-{D:g}", x, np.stack([e[0], e[1]]))
+    x = np.array([[1e4, -1e4, 0.0, 1.0], [1e30, -1e30, 1.0, 0.0], [30.0, -30.0, 15.0, 0.0]])
+    add(f"extreme/{fam}/large-spread", x, np.stack([e[1], e[2], e[2]]))
+    inf, nan = np.inf, np.nan
+    specials = [
+        ([inf, 0, 0, 0], e[0]), ([inf, 0, 0, 0], e[1]), ([-inf, 0, 0, 0], e[1]), ([-inf, 0, 0, 0], e[0]),
+        ([inf, inf, 0, 0], e[2]), ([-inf, -inf, -inf, -inf], e[0]), ([nan, 0, 0, 0], e[1]),
+        ([-inf, 1, 2, 3], e[3]),
+    ]
+    for i, (row, y) in enumerate(specials):
+        add(f"extreme/{fam}/nonfinite-{i}", np.array([row]), np.array([y]))
+
+    if not sparse:
+        r = _rng(seed, f"soft_labels/{fam}")
+        x = r.normal(0, 3, (6, 8))
+        for kind in ("onehot", "dirichlet-small", "dirichlet-large", "zeros", "sum-half", "sum-two"):
+            add(f"soft_labels/{fam}/{kind}", x, _softmax_targets(r, 6, 8, kind))
+        add(f"soft_labels/{fam}/neg-inf-zero-target", np.array([[-inf, 0.0, 1.0, 2.0]]), np.array([[0.0, 0.2, 0.3, 0.5]]))
+
+    r = _rng(seed, f"weights/{fam}")
+    C = 8
+    x = r.normal(0, 3, (6, C))
+    y = _softmax_targets(r, 6, C, "onehot" if sparse else "dirichlet-small")
+    spans = {"span": np.logspace(-6, 6, C), "zero": np.where(np.arange(C) % 2 == 0, 0.0, 1.0),
+             "all-zero": np.zeros(C)}
+    for name, cw in spans.items():
+        for red in ("none", "sum", "mean"):
+            add(f"weights/{fam}/class_weight-{name}-{red}", x, y, params={"class_weight": cw, "reduction": red},
+                dtypes=("bfloat16", "float32", "float64") if cw.max() > 6e4 else None)
+
+    r = _rng(seed, f"shapes/{fam}")
+    add(f"shapes/{fam}/batch1", r.normal(0, 2, (1, 5)), np.eye(5)[[2]])
+    add(f"shapes/{fam}/empty", np.zeros((0, 5)), np.zeros((0, 5)))
+    add(f"shapes/{fam}/empty-mean", np.zeros((0, 5)), np.zeros((0, 5)), params={"reduction": "mean"})
+    add(f"shapes/{fam}/one-class", r.normal(0, 2, (3, 1)), np.ones((3, 1)))
+    add(f"shapes/{fam}/two-classes", r.normal(0, 4, (4, 2)), np.eye(2)[[0, 1, 1, 0]])
+    big = r.normal(0, 5, (2, LARGE_C))
+    yb = onehot([7, LARGE_C - 1], LARGE_C) if sparse else _softmax_targets(r, 2, LARGE_C, "dirichlet-small")
+    for red in ("none", "mean"):
+        add(f"shapes/{fam}/classes-{LARGE_C}-{red}", big, yb, params={"reduction": red})
+
+    r = _rng(seed, f"baseline/{fam}")
+    x = r.normal(0, 3, (8, 10))
+    y = _softmax_targets(r, 8, 10, "onehot" if sparse else "dirichlet-large")
+    for red in ("none", "sum", "mean"):
+        add(f"baseline/{fam}/random-{red}", x, y, params={"reduction": red})
+    add(f"baseline/{fam}/class_weight-mean", x, y, params={"class_weight": r.uniform(0.2, 3, 10), "reduction": "mean"})
+    return out
+
+
+def prob_rows_cases(F: str, seed: int) -> list[Case]:
+    """Cases for 'categorical' (dense targets) and 'sparse_categorical' (index targets)."""
+    out: list[Case] = []
+    e = np.eye(4)
+    sparse = FAMILIES[F].targets == "index"
+
+    def add(cid, p, y, params=None, dtypes=None):
+        y = np.asarray(y, float)
+        if sparse and (y.shape[0] == 0 or not np.all(y.max(axis=-1) == 1) or not np.all(y.sum(axis=-1) == 1)):
+            if y.shape[0] != 0:
+                return  # soft targets have no index form
+        out.append(_row_case(F, cid, p, _dense_to(F, y), params, dtypes))
+
+    add(f"extreme/{F}/zero-prob", np.array([[0.0, 0.5, 0.5, 0.0], [0.0, 0.5, 0.5, 0.0]]), np.stack([e[1], e[0]]))
+    add(f"extreme/{F}/one-hot-probs", np.array([[1.0, 0.0, 0.0, 0.0]] * 2), np.stack([e[0], e[1]]))
+    add(f"extreme/{F}/tiny-probs", np.array([[1 - 3e-30, 1e-30, 1e-30, 1e-30], [1 - 3e-8, 1e-8, 1e-8, 1e-8]]),
+        np.stack([e[1], e[1]]))
+    for d in DTYPES:
+        fi = finfo(d)
+        sub, tiny = float(fi.smallest_subnormal), float(fi.tiny)
+        add(f"extreme/{F}/subnormal-{d}", np.array([[sub, tiny, 0.5, 0.5 - tiny - sub]]), np.array([e[0]]),
+            dtypes=(d,))
+    r = _rng(seed, f"soft_labels/{F}")
+    p = _probs(r, 6, 8)
+    for kind in ("onehot", "dirichlet-small", "dirichlet-large", "zeros", "sum-half", "sum-two"):
+        add(f"soft_labels/{F}/{kind}", p, _softmax_targets(r, 6, 8, kind))
+    r = _rng(seed, f"weights/{F}")
+    p, y = _probs(r, 6, 8), _softmax_targets(r, 6, 8, "onehot" if sparse else "dirichlet-small")
+    for red in ("none", "sum", "mean"):
+        add(f"weights/{F}/class_weight-span-{red}", p, y,
+            params={"class_weight": np.logspace(-6, 6, 8), "reduction": red}, dtypes=("bfloat16", "float32", "float64"))
+    r = _rng(seed, f"shapes/{F}")
+    add(f"shapes/{F}/batch1", _probs(r, 1, 5), np.eye(5)[[2]])
+    add(f"shapes/{F}/empty", np.zeros((0, 5)), np.zeros((0, 5)))
+    add(f"shapes/{F}/one-class", np.ones((3, 1)), np.ones((3, 1)))
+    add(f"shapes/{F}/two-classes", _probs(r, 4, 2), np.eye(2)[[0, 1, 1, 0]])
+    add(f"shapes/{F}/classes-{LARGE_C}", _probs(r, 2, LARGE_C, 2.0),
+        onehot([3, LARGE_C - 2], LARGE_C) if sparse else _softmax_targets(r, 2, LARGE_C, "dirichlet-small"))
+    r = _rng(seed, f"baseline/{F}")
+    p, y = _probs(r, 8, 10), _softmax_targets(r, 8, 10, "onehot" if sparse else "dirichlet-large")
+    for red in ("none", "sum", "mean"):
+        add(f"baseline/{F}/random-{red}", p, y, params={"reduction": red})
+    return out
+
+
+def build_corpus(seed: int = 0) -> list[Case]:
+    """Every built-in case, in a fixed order."""
+    cases = (sigmoid_cases(seed) + binary_cases(seed) + logit_rows_cases("softmax", seed)
+             + logit_rows_cases("sparse_softmax", seed) + prob_rows_cases("categorical", seed)
+             + prob_rows_cases("sparse_categorical", seed))
+    ids = [c.id for c in cases]
+    assert len(ids) == len(set(ids)), "duplicate case ids in the corpus"
+    return cases

@@ -1,0 +1,219 @@
+"""Cases and the JSON case-file format (README, "Case files").
+
+    {"cases": [{"id": "my-case", "family": "sigmoid",
+                "inputs": [[-20.0, "inf"]], "targets": [[0.0, 1.0]],
+                "params": {"pos_weight": [1.0, 2.0], "reduction": "none"},
+                "dtypes": ["float32"]}]}
+
+Case files are data: parsed with `json`, never evaluated, imported or unpickled. Every
+problem is reported as one `CaseFileError` line naming the file, the case id and the field.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .dtypes import format_number, parse_number, to_dtype
+from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, REDUCTIONS, category_of
+
+MAX_FILE_BYTES = 256 * 1024 * 1024
+CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes"}
+
+
+class CaseFileError(ValueError):
+    """A malformed case file. str() is one line naming the problem."""
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    id: str
+    family: str
+    inputs: np.ndarray  # float64, exact values as written
+    targets: np.ndarray  # float64, or int64 for index targets
+    params: dict[str, Any] = field(default_factory=dict)  # arrays as float64, reduction as str
+    dtypes: tuple[str, ...] | None = None  # None: every dtype an API supports
+
+    @property
+    def category(self) -> str:
+        return category_of(self.id)
+
+    @property
+    def reduction(self) -> str:
+        return self.params.get("reduction", "none")
+
+    def in_dtype(self, dtype: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Inputs, targets and array params rounded to `dtype`: exactly what a framework receives."""
+        params = {k: (to_dtype(v, dtype) if k in ARRAY_PARAMS else v) for k, v in self.params.items()}
+        return to_dtype(self.inputs, dtype), to_dtype(self.targets, dtype), params
+
+    def to_json(self) -> dict[str, Any]:
+        def arr(a: np.ndarray):
+            if a.dtype.kind in "iu":
+                return a.tolist()
+            return np.vectorize(format_number, otypes=[object])(a).tolist() if a.size else a.tolist()
+
+        d: dict[str, Any] = {"id": self.id, "family": self.family, "inputs": arr(self.inputs),
+                             "targets": arr(self.targets)}
+        if self.params:
+            d["params"] = {k: (arr(v) if k in ARRAY_PARAMS else v) for k, v in self.params.items()}
+        if self.dtypes is not None:
+            d["dtypes"] = list(self.dtypes)
+        return d
+
+
+# --- parsing -------------------------------------------------------------------------
+def _array(value: Any, where: str, *, integer: bool = False) -> np.ndarray:
+    """A rectangular nested list of numbers -> numpy array (float64, or int64 if integer)."""
+    shape: list[int] = []
+    probe = value
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        probe = probe[0] if probe else None
+    if not shape and not integer and not isinstance(value, (int, float, str)):
+        raise CaseFileError(f"{where}: expected a number or nested list of numbers, got {type(value).__name__}")
+
+    flat: list[Any] = []
+
+    def walk(v: Any, depth: int) -> None:
+        if depth < len(shape):
+            if not isinstance(v, list) or len(v) != shape[depth]:
+                raise CaseFileError(f"{where}: ragged array (rows of different lengths or depths)")
+            for item in v:
+                walk(item, depth + 1)
+        else:
+            if isinstance(v, list):
+                raise CaseFileError(f"{where}: ragged array (rows of different lengths or depths)")
+            flat.append(v)
+
+    walk(value, 0)
+    if integer:
+        out = []
+        for v in flat:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise CaseFileError(f"{where}: class-index targets must be integers, got {v!r}")
+            out.append(v)
+        return np.array(out, dtype=np.int64).reshape(shape)
+    try:
+        nums = [parse_number(v) for v in flat]
+    except ValueError as e:
+        raise CaseFileError(f"{where}: {e}") from None
+    return np.array(nums, dtype=np.float64).reshape(shape)
+
+
+def parse_case(obj: Any, where: str) -> Case:
+    if not isinstance(obj, dict):
+        raise CaseFileError(f"{where}: a case must be a JSON object")
+    cid = obj.get("id")
+    if not isinstance(cid, str) or not cid.strip():
+        raise CaseFileError(f"{where}: field 'id' must be a non-empty string")
+    w = f"{where} (case '{cid}')"
+    unknown = set(obj) - CASE_KEYS
+    if unknown:
+        raise CaseFileError(f"{w}: unknown field(s) {', '.join(sorted(map(repr, unknown)))}")
+    fam_name = obj.get("family")
+    if fam_name not in FAMILIES:
+        raise CaseFileError(f"{w}: field 'family' must be one of {', '.join(FAMILIES)}, got {fam_name!r}")
+    fam = FAMILIES[fam_name]
+    for k in ("inputs", "targets"):
+        if k not in obj:
+            raise CaseFileError(f"{w}: missing field '{k}'")
+    x = _array(obj["inputs"], f"{w}: field 'inputs'")
+    if x.ndim < 1 or (fam.rowwise and x.ndim < 2):
+        raise CaseFileError(f"{w}: field 'inputs' must be {'at least 2-D (rows x classes)' if fam.rowwise else 'an array'}")
+    if fam.rowwise and x.shape[-1] == 0:
+        raise CaseFileError(f"{w}: field 'inputs' has no classes (last axis is empty)")
+    if fam.targets == "index":
+        t = _array(obj["targets"], f"{w}: field 'targets'", integer=True)
+        want = x.shape[:-1]
+    else:
+        t = _array(obj["targets"], f"{w}: field 'targets'")
+        want = x.shape
+    if t.shape != want:
+        raise CaseFileError(f"{w}: field 'targets' has shape {t.shape}, expected {want} for family {fam_name}")
+
+    raw = obj.get("params", {})
+    if not isinstance(raw, dict):
+        raise CaseFileError(f"{w}: field 'params' must be an object")
+    params: dict[str, Any] = {}
+    for k, v in raw.items():
+        pw = f"{w}: field 'params.{k}'"
+        if k not in fam.params:
+            raise CaseFileError(f"{pw}: not a parameter of family {fam_name} (has {', '.join(fam.params)})")
+        if k == "reduction":
+            if v not in REDUCTIONS:
+                raise CaseFileError(f"{pw}: must be one of {', '.join(REDUCTIONS)}, got {v!r}")
+            params[k] = v
+            continue
+        a = _array(v, pw)
+        if k == "pos_weight":
+            ok = a.ndim == 1 and x.ndim >= 1 and a.shape[0] in (1, x.shape[-1]) or a.ndim == 0
+            need = f"a number or a list of length {x.shape[-1]} (the last axis)"
+        elif k == "class_weight":
+            ok = a.ndim == 1 and a.shape[0] == x.shape[-1]
+            need = f"a list of length {x.shape[-1]} (one per class)"
+        else:  # weight: the inputs' shape
+            ok = a.shape == x.shape
+            need = f"an array of the inputs' shape {x.shape}"
+        if not ok:
+            raise CaseFileError(f"{pw}: shape {a.shape} does not fit; expected {need}")
+        params[k] = a
+
+    dtypes = obj.get("dtypes")
+    if dtypes is not None:
+        if not isinstance(dtypes, list) or not dtypes or any(d not in DTYPES for d in dtypes):
+            raise CaseFileError(f"{w}: field 'dtypes' must be a non-empty list drawn from {', '.join(DTYPES)}")
+        dtypes = tuple(dtypes)
+    return Case(cid, fam_name, x, t, params, dtypes)
+
+
+def parse_cases(doc: Any, source: str = "<cases>") -> list[Case]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list):
+        raise CaseFileError(f'{source}: expected an object {{"cases": [...]}}')
+    extra = set(doc) - {"cases"}
+    if extra:
+        raise CaseFileError(f"{source}: unknown top-level field(s) {', '.join(sorted(map(repr, extra)))}")
+    cases, seen = [], set()
+    for i, obj in enumerate(doc["cases"]):
+        c = parse_case(obj, f"{source}: cases[{i}]")
+        if c.id in seen:
+            raise CaseFileError(f"{source}: cases[{i}] (case '{c.id}'): duplicate id")
+        seen.add(c.id)
+        cases.append(c)
+    if not cases:
+        raise CaseFileError(f"{source}: the file holds no cases")
+    return cases
+
+
+def load_cases(path: str | os.PathLike) -> list[Case]:
+    """Read and validate a case file. Raises CaseFileError with a one-line message."""
+    p = os.fspath(path)
+    try:
+        size = os.path.getsize(p)
+    except OSError as e:
+        raise CaseFileError(f"{p}: cannot read ({e.strerror})") from None
+    if size > MAX_FILE_BYTES:
+        raise CaseFileError(f"{p}: file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
+    try:
+        with open(p, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise CaseFileError(f"{p}: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise CaseFileError(f"{p}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except CaseFileError as e:
+        raise CaseFileError(f"{p}: {e}") from None
+    except RecursionError:
+        raise CaseFileError(f"{p}: JSON nested too deeply") from None
+    return parse_cases(doc, p)
+
+
+def _reject_constant(name: str):
+    raise CaseFileError(f'bare {name} is not JSON; write the string "{name.lower().replace("infinity", "inf")}"')
+
+
+def dump_cases(cases: list[Case]) -> str:
+    return json.dumps({"cases": [c.to_json() for c in cases]}, indent=1)

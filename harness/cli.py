@@ -1,0 +1,101 @@
+"""The `xentc` command line (also `python -m harness`)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from harness.spec import DTYPES
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input to the harness: printed as one line, exit status 2."""
+
+
+def _csv(value: str, known, what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in known]
+    if bad or not items:
+        raise UsageError(f"unknown {what} {', '.join(bad) or repr(value)} (known: {', '.join(known)})")
+    return items
+
+
+def _writable_dir(path: str) -> str:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output directory {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {path} is not writable")
+    return path
+
+
+def cmd_run(args) -> int:
+    import adapters
+    from cases.generator import build_corpus
+    from harness import report, results, runner
+    from harness.casefile import load_cases
+
+    frameworks = _csv(args.frameworks, list(adapters.MODULES), "framework") if args.frameworks else list(adapters.MODULES)
+    dtypes = _csv(args.dtypes, DTYPES, "dtype") if args.dtypes else list(DTYPES)
+    cases = load_cases(args.cases) if args.cases else build_corpus(args.seed)
+    out = _writable_dir(args.out)
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    t0 = time.perf_counter()
+    df, versions = runner.run(cases, frameworks, dtypes, log_dir=os.path.join(out, "logs"),
+                              progress=sys.stderr.isatty() and not args.quiet)
+    elapsed = time.perf_counter() - t0
+    meta = results.run_metadata(versions=versions, seed=args.seed, cases_source=args.cases or "built-in corpus",
+                                frameworks=frameworks, dtypes=dtypes, elapsed_s=elapsed)
+    results.save(df, out)
+    results.save_metadata(meta, out)
+    report.write(df, meta, out)
+    counts = df["status"].value_counts().to_dict()
+    print(f"{len(df)} rows in {elapsed:.1f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+          + f"\nwrote {out}/results.parquet, results.csv, run.json, report.md, repro/")
+    return 0
+
+
+def cmd_list(args) -> int:
+    import adapters
+
+    for api in adapters.all_apis():
+        print(f"{api.framework:11} {api.family:18} {api.id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xentc", description="Cross-entropy conformance harness")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the cases on every API and write results and a report")
+    r.add_argument("--frameworks", help="comma-separated subset of torch,tensorflow,jax (default: all)")
+    r.add_argument("--dtypes", help="comma-separated subset of " + ",".join(DTYPES) + " (default: all)")
+    r.add_argument("--cases", metavar="FILE", help="a JSON case file (default: the built-in corpus)")
+    r.add_argument("--out", metavar="DIR", default="reports/latest", help="output directory (default: reports/latest)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the built-in corpus (default: 0)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+    ls = sub.add_parser("list", help="list the registered APIs")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv=None) -> int:
+    from harness.casefile import CaseFileError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, CaseFileError) as e:
+        print(f"xentc: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("xentc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Grade a framework's output against the reference: per-element ULP, absolute and
+relative error, non-finite classes compared exactly, and one status for the row."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dtypes import to_dtype
+from .ulp import ulp_distance, value_class
+
+
+@dataclass
+class Grade:
+    status: str
+    max_ulp: float
+    max_abs_err: float
+    max_rel_err: float
+    worst_index: tuple[int, ...] | None
+    expected: float
+    actual: float
+    detail: str = ""
+
+
+def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float) -> Grade:
+    """Compare `actual` (any float array) with the high-precision `reference`.
+
+    The reference is first rounded correctly to `dtype`; the ULP distance is measured
+    between that and `actual` rounded to `dtype` (a no-op when the framework returned
+    `dtype`, as it should). Absolute and relative errors use the unrounded reference."""
+    actual = np.asarray(actual)
+    reference = np.asarray(reference)
+    if actual.shape != reference.shape:
+        return Grade("discrepancy", np.inf, np.inf, np.inf, None, np.nan, np.nan,
+                     f"shape {actual.shape} differs from the reference's {reference.shape}")
+    if actual.size == 0:
+        return Grade("match", 0.0, 0.0, 0.0, None, np.nan, np.nan, "empty result")
+
+    # one rounding: long double -> float64 for float64 results, float64 -> dtype otherwise
+    with np.errstate(over="ignore"):
+        ref_rounded = to_dtype(reference.astype(np.float64), dtype)
+    act = np.asarray(actual, dtype=np.float64)
+    ulps = ulp_distance(act, ref_rounded, dtype)
+    ca, cr = value_class(act), value_class(ref_rounded)
+    ref_hp = reference.astype(np.longdouble)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        abs_err = np.where((ca == 0) & (cr == 0), np.abs(act.astype(np.longdouble) - ref_hp), 0)
+        rel_err = np.where(ref_hp != 0, abs_err / np.abs(ref_hp), np.where(abs_err == 0, 0, np.inf))
+    abs_err = abs_err.astype(np.float64)
+    rel_err = rel_err.astype(np.float64)
+
+    mismatch = ca != cr
+    if mismatch.any():
+        flat = int(np.flatnonzero(mismatch.ravel())[0])
+        status = "nonfinite_mismatch"
+    else:
+        flat = int(np.argmax(ulps.ravel()))
+        status = "discrepancy" if ulps.ravel()[flat] > tol_ulp else "match"
+    idx = tuple(int(i) for i in np.unravel_index(flat, actual.shape)) if actual.ndim else ()
+    finite = ~mismatch
+    return Grade(
+        status=status,
+        max_ulp=float(np.max(ulps)),
+        max_abs_err=float(np.max(abs_err[finite])) if finite.any() else float("nan"),
+        max_rel_err=float(np.max(rel_err[finite])) if finite.any() else float("nan"),
+        worst_index=idx,
+        expected=float(reference.ravel()[flat]),
+        actual=float(act.ravel()[flat]),
+    )

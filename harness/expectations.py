@@ -1,0 +1,117 @@
+"""Known discrepancies: one file (cases/expectations.toml), read by the conformance tests and
+by the report alike.
+
+Each entry names the rows it covers with shell-style globs (api, case, dtype, quantity), the
+statuses it expects, a reason, and a public reference where one exists:
+
+    [[known]]
+    api = "torch.nn.functional.binary_cross_entropy"
+    case = "extreme/binary/*"
+    status = ["nonfinite_mismatch"]
+    kind = "by-design"
+    reason = "BCELoss clamps log outputs to >= -100, so -log(0) is 100, not inf"
+    ref = "https://pytorch.org/docs/stable/generated/torch.nn.BCELoss.html"
+
+A failing row is *known* when an entry covers it with the row's status (an expected
+failure). A failing row no entry covers, or covered with another status, is *unknown* (a
+test failure). An entry that covers no failing row is *stale* (also a test failure), so the
+file cannot rot.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from harness.spec import FAILING
+
+DEFAULT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cases", "expectations.toml")
+KINDS = ("bug", "by-design", "convention", "precision")
+_KEYS = {"api", "case", "dtype", "quantity", "status", "kind", "reason", "ref"}
+
+
+class ExpectationsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Known:
+    api: str
+    case: str
+    status: tuple[str, ...]
+    reason: str
+    kind: str
+    dtype: str = "*"
+    quantity: str = "loss"
+    ref: str = ""
+
+    def covers(self, api: str, case: str, dtype: str, quantity: str) -> bool:
+        return (fnmatch.fnmatchcase(api, self.api) and fnmatch.fnmatchcase(case, self.case)
+                and fnmatch.fnmatchcase(dtype, self.dtype) and fnmatch.fnmatchcase(quantity, self.quantity))
+
+    def label(self) -> str:
+        return f"{self.api} / {self.case} / {self.dtype} / {','.join(self.status)}"
+
+
+def load(path: str = DEFAULT_PATH) -> list[Known]:
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ExpectationsError(f"{path}: {e}") from None
+    out = []
+    for i, e in enumerate(doc.get("known", [])):
+        where = f"{path}: known[{i}]"
+        extra = set(e) - _KEYS
+        if extra:
+            raise ExpectationsError(f"{where}: unknown key(s) {sorted(extra)}")
+        for k in ("api", "case", "status", "reason", "kind"):
+            if not e.get(k):
+                raise ExpectationsError(f"{where}: missing '{k}'")
+        status = (e["status"],) if isinstance(e["status"], str) else tuple(e["status"])
+        if set(status) - set(FAILING):
+            raise ExpectationsError(f"{where}: status must be among {FAILING}, got {status}")
+        if e["kind"] not in KINDS:
+            raise ExpectationsError(f"{where}: kind must be one of {KINDS}")
+        out.append(Known(api=e["api"], case=e["case"], status=status, reason=" ".join(e["reason"].split()),
+                         kind=e["kind"], dtype=e.get("dtype", "*"), quantity=e.get("quantity", "loss"),
+                         ref=e.get("ref", "")))
+    return out
+
+
+def match(known: Iterable[Known], row: Mapping) -> Known | None:
+    """The entry that expects this failing row, or None (unknown failure / not failing)."""
+    if row["status"] not in FAILING:
+        return None
+    for k in known:
+        if row["status"] in k.status and k.covers(row["api"], row["case_id"], row["dtype"], row["quantity"]):
+            return k
+    return None
+
+
+def stale(known: Iterable[Known], rows: Iterable[Mapping], apis_run: Iterable[str]) -> list[Known]:
+    """Entries that cover APIs that ran, yet match no failing row."""
+    rows = [r for r in rows if r["status"] in FAILING]
+    apis_run = list(apis_run)
+    out = []
+    for k in known:
+        if not any(fnmatch.fnmatchcase(a, k.api) for a in apis_run):
+            continue
+        if not any(r["status"] in k.status and k.covers(r["api"], r["case_id"], r["dtype"], r["quantity"])
+                   for r in rows):
+            out.append(k)
+    return out
+
+
+def annotate(df, known: list[Known]):
+    """Add columns `known` (bool) and `known_reason` to a results DataFrame."""
+    reasons = []
+    for r in df.to_dict("records"):
+        k = match(known, r)
+        reasons.append("" if k is None else f"{k.kind}: {k.reason}")
+    df = df.copy()
+    df["known_reason"] = reasons
+    df["known"] = df["known_reason"] != ""
+    return df

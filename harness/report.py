@@ -1,0 +1,162 @@
+"""report.md from a results table: compatibility matrix, worst findings, and every
+discrepancy group with its worst input and a runnable repro (also saved under repro/).
+
+Reads only the results table and run metadata (the single interface between running and
+reporting). Everything from the table is escaped before it goes into Markdown.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import re
+
+import numpy as np
+import pandas as pd
+
+from harness import expectations
+from harness.spec import FAILING, STATUSES
+from harness.tolerance import table as tolerance_table
+
+#: severity order, worst first
+SEVERITY = ["crashed", "raised", "nonfinite_mismatch", "discrepancy", "match", "unsupported"]
+CELL = {"crashed": "CRASH", "raised": "RAISE", "nonfinite_mismatch": "NONFINITE", "discrepancy": "ULP",
+        "match": "ok", "unsupported": "·"}
+DTYPE_ABBR = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
+INLINE_REPRO_MAX = 1500
+
+
+def md(text) -> str:
+    """Escape a value for a Markdown table cell / text (HTML-escaped, pipes and backticks neutralised)."""
+    s = html.escape(str(text), quote=False)
+    return s.replace("|", "\\|").replace("`", "&#96;").replace("\n", " ")
+
+
+def fmt_ulp(v: float) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if np.isinf(v):
+        return "inf"
+    return f"{v:.0f}" if v < 1e5 else f"{v:.1e}"
+
+
+def safe_name(*parts: str) -> str:
+    """A file name that cannot leave its directory: [A-Za-z0-9._-] only, plus a hash."""
+    raw = "__".join(parts)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._")[:100] or "case"
+    return f"{stem}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}.py"
+
+
+def _worst(group: pd.DataFrame) -> pd.Series:
+    order = group["status"].map({s: i for i, s in enumerate(SEVERITY)})
+    g = group.assign(_sev=order, _ulp=group["max_ulp"].fillna(-1))
+    return g.sort_values(["_sev", "_ulp"], ascending=[True, False]).iloc[0]
+
+
+def matrix(df: pd.DataFrame) -> list[str]:
+    cats = [c for c in ["baseline", "extreme", "soft_labels", "weights", "shapes"] if c in set(df.category)]
+    cats += sorted(set(df.category) - set(cats))
+    dts = [d for d in DTYPE_ABBR if d in set(df.dtype)]
+    cols = [(c, d) for c in cats for d in dts]
+    lines = ["| API | " + " | ".join(f"{md(c)} {DTYPE_ABBR[d]}" for c, d in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for api, g in df.groupby("api", sort=True):
+        cells = []
+        for c, d in cols:
+            sub = g[(g.category == c) & (g.dtype == d)]
+            if sub.empty:
+                cells.append("")
+                continue
+            w = _worst(sub)
+            ulp_max = sub.loc[sub.status.isin(["match", "discrepancy"]), "max_ulp"].max()
+            txt = CELL[w.status]
+            if w.status in ("match", "discrepancy") and not np.isnan(ulp_max):
+                txt += f" {fmt_ulp(ulp_max)}"
+            cells.append(txt)
+        lines.append(f"| `{md(api)}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
+    """Write out_dir/report.md and out_dir/repro/*.py; return the report's path."""
+    known = expectations.load() if known is None else known
+    df = expectations.annotate(df, known)
+    failing = df[df.status.isin(FAILING)]
+    repro_dir = os.path.join(out_dir, "repro")
+    os.makedirs(repro_dir, exist_ok=True)
+
+    L: list[str] = ["# Cross-entropy conformance report", ""]
+    v = meta.get("versions", {})
+    L += [f"- date: {md(meta.get('date', ''))}; revision: `{md(meta.get('revision', ''))}`; seed: {meta.get('seed')}; "
+          f"cases: {md(meta.get('cases', ''))}",
+          "- versions: " + ", ".join(f"{md(k)} {md(x)}" for k, x in sorted(v.items())),
+          f"- platform: {md(meta.get('platform', {}).get('system', ''))}; device: cpu; "
+          f"wall time: {meta.get('elapsed_s', '?')} s",
+          "- reference: float64 numpy for float16/bfloat16/float32 results, long double for float64 "
+          "(column `reference` of results.csv)", ""]
+
+    counts = df.status.value_counts()
+    L += ["## Summary", "", "| status | rows | meaning |", "|---|---|---|"]
+    for s in SEVERITY:
+        L.append(f"| {s} | {int(counts.get(s, 0))} | {md(STATUSES[s])} |")
+    n_known = int(failing.known.sum())
+    L += ["", f"{len(failing)} failing rows: {n_known} known (cases/expectations.toml), "
+              f"{len(failing) - n_known} unknown.", ""]
+
+    L += ["## Compatibility matrix", "",
+          "Cell: worst status over the cases of that category and dtype; the number is the largest ULP "
+          "error among graded finite results. `ok` within tolerance, `ULP` out of tolerance, "
+          "`NONFINITE` nan/inf where the reference is finite or the reverse, `RAISE` raised, "
+          "`CRASH` worker died, `·` not expressible by the API.", ""]
+    L += matrix(df) + [""]
+
+    L += ["## Tolerance", "", "| dtype | allowed ULP (n = terms summed into one output) |", "|---|---|"]
+    L += [f"| {d} | {r} |" for d, r in tolerance_table()] + [""]
+
+    # groups: (api, dtype, category, status)
+    groups = []
+    for key, g in failing.groupby(["api", "dtype", "category", "status"], sort=False):
+        groups.append((key, g, _worst(g)))
+    groups.sort(key=lambda kg: (SEVERITY.index(kg[0][3]), -float(np.nan_to_num(kg[2].max_ulp, nan=-1.0, posinf=1e300)),
+                                kg[0][0], kg[0][1], kg[0][2]))
+
+    fin = failing[failing.status.isin(["discrepancy", "nonfinite_mismatch"])]
+    if not fin.empty:
+        L += ["## Worst findings", "", "The largest departure of each (API, dtype), worst first.", "",
+              "| API | dtype | case | input | reference | framework | ULP | known |", "|---|---|---|---|---|---|---|---|"]
+        per = [(_worst(g)) for _, g in fin.groupby(["api", "dtype"])]
+        per.sort(key=lambda r: (SEVERITY.index(r.status), -float(np.nan_to_num(r.max_ulp, posinf=1e300))))
+        for r in per[:25]:
+            L.append(f"| `{md(r.api)}` | {r.dtype} | `{md(r.case_id)}` | {md(r.worst_input)} | {r.expected:.9g} | "
+                     f"{r.actual:.9g} | {fmt_ulp(r.max_ulp)} | {'yes' if r.known else '**no**'} |")
+        L.append("")
+
+    L += ["## Discrepancy groups", "",
+          "One group per (API, dtype, category, status), worst first; the repro calls the API on the exact "
+          "inputs of the worst row (cut to its worst element or row when unreduced).", ""]
+    for (api, dtype, cat, status), g, w in groups:
+        fname = safe_name(api, w.case_id, dtype)
+        if w.repro:
+            with open(os.path.join(repro_dir, fname), "w") as f:
+                f.write(w.repro)
+        L += [f"### `{md(api)}` · {dtype} · {md(cat)} · {status}", "",
+              f"- rows: {len(g)} ({', '.join(f'`{md(c)}`' for c in g.case_id.head(6))}{', …' if len(g) > 6 else ''})",
+              f"- worst: `{md(w.case_id)}` at index ({md(w.worst_index)}): {md(w.worst_input)}"]
+        if status in ("discrepancy", "nonfinite_mismatch"):
+            L.append(f"- reference {w.expected:.17g}, framework {w.actual:.17g}, {fmt_ulp(w.max_ulp)} ulp "
+                     f"(tolerance {fmt_ulp(w.tol_ulp)}), relative error {w.max_rel_err:.3g}")
+        if w.detail:
+            L.append(f"- detail: {md(w.detail)}")
+        L.append(f"- known: {md(w.known_reason) if w.known else '**no** — not in cases/expectations.toml'}")
+        if w.repro:
+            L.append(f"- repro: `repro/{fname}`")
+            if len(w.repro) <= INLINE_REPRO_MAX:
+                L += ["", "```python", w.repro.rstrip(), "```"]
+        L.append("")
+
+    path = os.path.join(out_dir, "report.md")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(L) + "\n")
+    os.replace(tmp, path)
+    return path

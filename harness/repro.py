@@ -1,0 +1,83 @@
+"""Runnable three-line repro snippets: plain Python that calls the framework API on the
+exact (dtype-rounded) inputs and prints the framework's value beside the reference's.
+
+The snippet is cut down to the worst element (elementwise families) or worst row (row-wise
+families) when the loss is unreduced, so it stays small; otherwise it carries the whole case.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from adapters import Framework, call_plan
+from harness import oracle
+from harness.dtypes import reference_precision
+from harness.spec import FAMILIES, Api
+
+INLINE_MAX = 64  # arrays up to this many elements are written as literals, larger ones as hex
+
+
+def _literal(a: np.ndarray) -> str:
+    a = np.asarray(a)
+    if a.dtype.kind in "iu":
+        return f"np.array({a.astype(np.int64).tolist()!r}, dtype=np.int64)"
+    f = a.astype(np.float64)
+    if f.size <= INLINE_MAX:
+        def one(v: float) -> str:
+            if np.isnan(v):
+                return "np.nan"
+            if np.isinf(v):
+                return "np.inf" if v > 0 else "-np.inf"
+            return repr(float(v))
+
+        def nest(b):
+            return "[" + ", ".join(nest(r) if np.ndim(r) else one(float(r)) for r in b) + "]" if np.ndim(b) else one(float(b))
+
+        return f"np.array({nest(f)}, dtype=np.float64)"
+    return f"np.frombuffer(bytes.fromhex({f.astype('<f8').tobytes().hex()!r}), '<f8').reshape({f.shape})"
+
+
+def minimise(api: Api, x, t, params, worst_index):
+    """Inputs cut to the worst element/row when the result is unreduced; else unchanged."""
+    if params.get("reduction", "none") != "none" or not worst_index:
+        return x, t, params
+    fam = FAMILIES[api.family]
+    sl = tuple(slice(k, k + 1) for k in worst_index)
+    if fam.rowwise or api.convention("axis_mean"):  # one output per row: keep the row
+        return x[sl], t[sl], params
+    p = dict(params)
+    if "pos_weight" in p and np.ndim(p["pos_weight"]) == 1 and p["pos_weight"].shape[0] > 1:
+        p["pos_weight"] = p["pos_weight"][sl[-1]]
+    if "weight" in p:
+        p["weight"] = p["weight"][sl]
+    return x[sl], t[sl], p
+
+
+def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index) -> str:
+    """Three lines: imports; the inputs; print(framework value, reference value)."""
+    x, t, params = minimise(api, x, t, params, worst_index)
+    prec, _ = reference_precision(dtype)
+    conv = {k: api.convention(k) for k in ("mean", "axis_mean")}
+    ref = oracle.loss(api.family, x, t, params, conv, prec).astype(np.float64)
+    kwargs = call_plan(api, x, t, params)
+    names = {id(v): n for n, v in (("x", x), ("t", t))}
+    assigns, args = [], []
+    for k, v in kwargs.items():
+        if isinstance(v, np.ndarray):
+            var = names.get(id(v), k)
+            dt = "int64" if v.dtype.kind in "iu" else dtype
+            assigns.append(f"{var} = " + fw.repro_array.format(values=_literal(v), dtype=dt))
+            expr = var
+            if k == api.inputs and api.prepare is not None:
+                pname, pkw = api.prepare
+                expr = f"{pname}({var}{''.join(f', {a}={b!r}' for a, b in pkw.items())})"
+            args.append(f"{k}={expr}")
+        else:
+            args.append(f"{k}={v!r}")
+    call = f"{api.name}({', '.join(args)})"
+    value = fw.repro_value.format(expr=call)
+    ref_txt = repr(ref.tolist()).replace("nan", "float('nan')").replace("inf", "float('inf')")
+    return "\n".join([
+        fw.repro_imports,
+        "; ".join(assigns),
+        f"print({api.id!r}, {value}, 'reference:', {ref_txt})",
+    ]) + "\n"

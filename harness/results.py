@@ -1,0 +1,68 @@
+"""The results table on disk: DIR/results.parquet, DIR/results.csv, DIR/run.json.
+This table is the single interface between running and reporting."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+from harness.dtypes import LONGDOUBLE_BITS
+from harness.tolerance import BASE_ULP
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = path + ".tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save(df: pd.DataFrame, out_dir: str) -> None:
+    _atomic_write(os.path.join(out_dir, "results.parquet"), lambda p: df.to_parquet(p, index=False))
+    _atomic_write(os.path.join(out_dir, "results.csv"), lambda p: df.to_csv(p, index=False))
+
+
+def load(run_dir: str) -> pd.DataFrame:
+    return pd.read_parquet(os.path.join(run_dir, "results.parquet"))
+
+
+def git_revision() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_metadata(*, versions: dict, seed: int, cases_source: str, frameworks, dtypes, elapsed_s: float) -> dict:
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "revision": git_revision(),
+        "seed": seed,
+        "cases": cases_source,
+        "frameworks": list(frameworks),
+        "dtypes": list(dtypes),
+        "versions": {**versions, "numpy": np.__version__, "python": sys.version.split()[0]},
+        "platform": {"system": platform.platform(), "machine": platform.machine(),
+                     "processor": platform.processor(), "cpus": os.cpu_count()},
+        "device": "cpu",
+        "reference": {"float16/bfloat16/float32": "float64 numpy",
+                      "float64": f"numpy longdouble ({LONGDOUBLE_BITS}-bit significand)"},
+        "tolerance_ulp": {d: f"{b} + ceil(log2 n)" for d, b in BASE_ULP.items()},
+        "elapsed_s": round(elapsed_s, 2),
+    }
+
+
+def save_metadata(meta: dict, out_dir: str) -> None:
+    _atomic_write(os.path.join(out_dir, "run.json"),
+                  lambda p: open(p, "w").write(json.dumps(meta, indent=2, sort_keys=True) + "\n"))

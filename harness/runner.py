@@ -1,0 +1,309 @@
+"""The runner: cases x APIs x dtypes -> one results table.
+
+Each framework runs in its own worker process (spawned, so this process imports no
+framework). One call is in flight per worker at a time, so when a worker dies or hangs the
+runner knows which call did it: that row becomes `crashed` (with the signal, or `timeout`),
+the worker is restarted, and the run goes on. An exception inside a call is a `raised` row.
+The reference and the grading run here, in the parent, while the workers compute.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+import adapters
+from harness import oracle, repro, worker
+from harness.casefile import Case
+from harness.compare import grade
+from harness.dtypes import reference_precision
+from harness.spec import DTYPES, FAMILIES, RESULT_COLUMNS, Api
+from harness.tolerance import terms_per_output, tolerance_ulp
+
+CALL_TIMEOUT_S = 300.0  # one call (first calls compile: optax at a new shape takes ~0.5 s)
+START_TIMEOUT_S = 300.0
+
+
+@dataclass
+class Task:
+    idx: int
+    case: Case
+    api: Api
+    dtype: str
+
+
+def plan(cases: Iterable[Case], apis: Iterable[Api], dtypes: Iterable[str]) -> tuple[list[Task], list[dict]]:
+    """Every (case, api, dtype) to run, and the rows decided without running (unsupported)."""
+    dtypes = [d for d in DTYPES if d in set(dtypes)]
+    tasks: list[Task] = []
+    skipped: list[dict] = []
+    idx = 0
+    for api in apis:
+        for case in cases:
+            if case.family != api.family:
+                continue
+            for d in dtypes:
+                if case.dtypes is not None and d not in case.dtypes:
+                    continue
+                why = api.cannot_express(case.params, d)
+                if why:
+                    skipped.append(_row(case, api, d, status="unsupported", detail=why, _idx=idx))
+                else:
+                    tasks.append(Task(idx, case, api, d))
+                idx += 1
+    return tasks, skipped
+
+
+def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
+    row = dict.fromkeys(RESULT_COLUMNS)
+    row.update(case_id=case.id, category=case.category, family=case.family, api=api.id,
+               framework=api.framework, dtype=dtype, device="cpu", quantity="loss",
+               max_ulp=np.nan, tol_ulp=np.nan, max_abs_err=np.nan, max_rel_err=np.nan,
+               expected=np.nan, actual=np.nan, n_elements=0, seconds=np.nan,
+               worst_index="", worst_input="", detail="", actual_dtype="", reference="", repro="")
+    row.update(kw)
+    return row
+
+
+class Reference:
+    """Reference values, computed once per (case, dtype, conventions)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, tuple[np.ndarray, str]] = {}
+
+    def __call__(self, case: Case, api: Api, dtype: str) -> tuple[np.ndarray, str]:
+        conv = (api.convention("mean"), api.convention("axis_mean"))
+        key = (case.id, dtype, conv)
+        if key not in self._cache:
+            x, t, p = case.in_dtype(dtype)
+            prec, label = reference_precision(dtype)
+            ref = oracle.loss(case.family, x, t, p, {"mean": conv[0], "axis_mean": conv[1]}, prec)
+            self._cache[key] = (ref, label)
+        return self._cache[key]
+
+
+def _fmt(v: float) -> str:
+    return f"{float(v):.9g}"
+
+
+def worst_input(case: Case, api: Api, dtype: str, idx: tuple[int, ...] | None) -> str:
+    """The inputs behind the worst output element, as short text."""
+    x, t, p = case.in_dtype(dtype)
+    if case.reduction != "none" or idx is None or idx == ():
+        return f"whole case (reduction={case.reduction}, inputs shape {x.shape})"
+    fam = FAMILIES[case.family]
+    if fam.rowwise or api.convention("axis_mean"):
+        row = x[idx].astype(np.float64)
+        tr = t[idx]
+        head = ", ".join(_fmt(v) for v in row[:6]) + (f", ... ({row.size} values)" if row.size > 6 else "")
+        tt = (str(int(tr)) if np.ndim(tr) == 0 else
+              ", ".join(_fmt(v) for v in np.asarray(tr, np.float64)[:6]) + (", ..." if np.size(tr) > 6 else ""))
+        return f"row {idx[0]}: x=[{head}] target={'[' + tt + ']' if np.ndim(tr) else tt}"
+    s = f"x={_fmt(x[idx])} z={_fmt(t[idx])}"
+    if "pos_weight" in p:
+        pw = np.asarray(p["pos_weight"])
+        s += f" pos_weight={_fmt(pw if pw.ndim == 0 else pw[idx[-1] if pw.shape[0] > 1 else 0])}"
+    if "weight" in p:
+        s += f" weight={_fmt(p['weight'][idx])}"
+    return s
+
+
+class WorkerHandle:
+    """One framework's worker process, restartable."""
+
+    def __init__(self, framework: str, log_dir: str | None) -> None:
+        self.framework = framework
+        self.log_path = os.path.join(log_dir, f"{framework}.log") if log_dir else None
+        self.version: str | None = None
+        self.unavailable: str | None = None
+        self.inflight: Task | None = None
+        self.deadline = 0.0
+        self.start()
+
+    def start(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=worker.main, args=(child, self.framework, self.log_path), daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+        self.deadline = time.monotonic() + START_TIMEOUT_S
+
+    def send(self, task: Task) -> None:
+        x, t, p = task.case.in_dtype(task.dtype)
+        self.inflight = task
+        self.deadline = time.monotonic() + CALL_TIMEOUT_S
+        self.conn.send((task.idx, task.api.id, x, t, p))
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+
+def _death(proc) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"worker killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker killed by signal {-code}"
+    return f"worker exited with status {code}"
+
+
+def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_dir: str | None = None,
+        progress: bool = False) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Run every case on every API of `frameworks`. Returns (results, {framework: version})."""
+    apis = adapters.all_apis(frameworks)
+    tasks, rows = plan(cases, apis, dtypes)
+    fws = {fw: adapters.load(fw).FRAMEWORK for fw in frameworks}
+    queues: dict[str, deque[Task]] = {fw: deque() for fw in frameworks}
+    for t in tasks:
+        queues[t.api.framework].append(t)
+    reference = Reference()
+    versions: dict[str, str] = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="call", desc="xentc run", dynamic_ncols=True)
+
+    def finish(task: Task, **kw) -> None:
+        kw.setdefault("framework_version", versions.get(task.api.framework, ""))
+        rows.append(_row(task.case, task.api, task.dtype, _idx=task.idx, **kw))
+        if bar is not None:
+            bar.update(1)
+
+    def graded(task: Task, out: np.ndarray, seconds: float) -> None:
+        ref, label = reference(task.case, task.api, task.dtype)
+        shape = task.case.inputs.shape
+        n = terms_per_output(FAMILIES[task.case.family].rowwise, shape, task.case.reduction,
+                             bool(task.api.convention("axis_mean")))
+        tol = tolerance_ulp(task.dtype, n)
+        g = grade(out, ref, task.dtype, tol)
+        idx = g.worst_index
+        detail = g.detail
+        if out.dtype.name != task.dtype:
+            detail = (detail + "; " if detail else "") + f"returned {out.dtype.name} for {task.dtype} inputs"
+        row = dict(status=g.status, max_ulp=g.max_ulp, tol_ulp=tol, max_abs_err=g.max_abs_err,
+                   max_rel_err=g.max_rel_err, worst_index=",".join(map(str, idx)) if idx else "",
+                   expected=g.expected, actual=g.actual, n_elements=int(out.size), actual_dtype=out.dtype.name,
+                   reference=label, detail=detail, seconds=seconds)
+        if g.status != "match":
+            row["worst_input"] = worst_input(task.case, task.api, task.dtype, idx)
+            x, t, p = task.case.in_dtype(task.dtype)
+            row["repro"] = repro.snippet(fws[task.api.framework], task.api, task.dtype, x, t, p, idx)
+        finish(task, **row)
+
+    def failed_row(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
+        ref, label = reference(task.case, task.api, task.dtype)
+        x, t, p = task.case.in_dtype(task.dtype)
+        finish(task, status=status, detail=detail, seconds=seconds, reference=label,
+               expected=float(np.asarray(ref, np.float64).ravel()[0]) if ref.size else np.nan,
+               repro=repro.snippet(fws[task.api.framework], task.api, task.dtype, x, t, p, None))
+
+    handles = {fw: WorkerHandle(fw, log_dir) for fw in frameworks if queues[fw]}
+    try:
+        while handles:
+            for fw, h in list(handles.items()):
+                if h.ready and h.inflight is None:
+                    if queues[fw]:
+                        h.send(queues[fw].popleft())
+                    else:
+                        h.stop()
+                        del handles[fw]
+            if not handles:
+                break
+            waitables = {}
+            for h in handles.values():
+                waitables[h.conn] = h
+                waitables[h.proc.sentinel] = h
+            now = time.monotonic()
+            timeout = max(0.0, min(h.deadline for h in handles.values()) - now)
+            ready = wait(list(waitables), timeout=min(timeout, 1.0))
+            seen = set()
+            for obj in ready:
+                h = waitables[obj]
+                if id(h) in seen:
+                    continue
+                seen.add(id(h))
+                try:
+                    if not h.conn.poll():
+                        raise EOFError
+                    msg = h.conn.recv()
+                except (EOFError, OSError):
+                    h.proc.join(5)
+                    why = _death(h.proc)
+                    if h.inflight is not None:
+                        failed_row(h.inflight, "crashed", why)
+                        h.inflight = None
+                        h.kill()
+                        h.start()
+                    elif not h.ready:  # died while starting: its calls cannot run
+                        for t in queues[h.framework]:
+                            finish(t, status="crashed", detail=f"worker failed to start: {why}")
+                        queues[h.framework].clear()
+                        h.kill()
+                        del handles[h.framework]
+                    continue
+                if msg[0] == "ready":
+                    h.ready, h.version = True, msg[1]
+                    versions[h.framework] = msg[1]
+                elif msg[0] == "unavailable":
+                    for t in queues[h.framework]:
+                        finish(t, status="unsupported", detail=f"framework {h.framework} unavailable: {msg[1]}")
+                    queues[h.framework].clear()
+                    h.stop()
+                    del handles[h.framework]
+                else:
+                    task_id, kind, payload, seconds = msg
+                    task, h.inflight = h.inflight, None
+                    assert task is not None and task.idx == task_id
+                    if kind == "ok":
+                        graded(task, np.asarray(payload), seconds)
+                    else:
+                        failed_row(task, "raised", payload, seconds)
+            now = time.monotonic()
+            for fw, h in list(handles.items()):
+                if now > h.deadline and (h.inflight is not None or not h.ready):
+                    if h.inflight is not None:
+                        failed_row(h.inflight, "crashed", f"timeout after {CALL_TIMEOUT_S:.0f} s")
+                        h.inflight = None
+                        h.kill()
+                        h.start()
+                    else:
+                        for t in queues[fw]:
+                            finish(t, status="crashed", detail=f"worker did not start in {START_TIMEOUT_S:.0f} s")
+                        queues[fw].clear()
+                        h.kill()
+                        del handles[fw]
+    finally:
+        for h in handles.values():
+            h.kill()
+        if bar is not None:
+            bar.close()
+
+    for r in rows:
+        if not r.get("framework_version"):
+            r["framework_version"] = versions.get(r["framework"], "")
+    df = pd.DataFrame(rows).sort_values("_idx", kind="stable").drop(columns="_idx").reset_index(drop=True)
+    return df[[*RESULT_COLUMNS, "repro"]], versions

@@ -1,0 +1,54 @@
+"""ULP distance in a tested dtype.
+
+Distance between two values of the same dtype = the number of representable values
+between them (|key(a) - key(b)| for the monotone integer key of the bit pattern), so it is
+an integer, +0 and -0 are the same point, and subnormals are spaced uniformly as the format
+spaces them. Non-finite values are compared by class: equal classes are 0 apart, different
+classes (or finite vs non-finite) are infinitely apart.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .dtypes import UINT, np_dtype, to_dtype
+
+_SIGNED = {2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def ordered_key(a: np.ndarray, dtype: str) -> np.ndarray:
+    """Monotone int64 key of each value's bit pattern: key(+0) = key(-0) = 0,
+    key(nextafter(x, +inf)) = key(x) + 1 for every finite x."""
+    a = np.asarray(a, dtype=np_dtype(dtype))
+    nbits = 8 * a.dtype.itemsize
+    bits = a.view(UINT[dtype]).astype(np.uint64)
+    sign = (bits >> np.uint64(nbits - 1)) & np.uint64(1)
+    mag = (bits & np.uint64((1 << (nbits - 1)) - 1)).astype(np.int64)
+    return np.where(sign == 1, -mag, mag)
+
+
+def value_class(a) -> np.ndarray:
+    """0 finite, 1 nan, 2 +inf, 3 -inf."""
+    a = np.asarray(a, dtype=np.float64)
+    return np.select([np.isnan(a), a == np.inf, a == -np.inf], [1, 2, 3], 0)
+
+
+def ulp_distance(actual, expected, dtype: str) -> np.ndarray:
+    """Elementwise ULP distance (float64) between two arrays of `dtype` values."""
+    a = to_dtype(np.asarray(actual, dtype=np.float64), dtype)
+    e = to_dtype(np.asarray(expected, dtype=np.float64), dtype)
+    ka, ke = ordered_key(a, dtype), ordered_key(e, dtype)
+    same_sign = (ka >= 0) == (ke >= 0)
+    with np.errstate(over="ignore"):
+        d_same = np.abs(np.where(same_sign, ka - ke, 0)).astype(np.float64)
+    d_cross = np.abs(ka).astype(np.float64) + np.abs(ke).astype(np.float64)  # may exceed 2**63
+    d = np.where(same_sign, d_same, d_cross)
+    ca, ce = value_class(a), value_class(e)
+    return np.where(ca != ce, np.inf, np.where(ca != 0, 0.0, d))
+
+
+def ulp(x, dtype: str) -> np.ndarray:
+    """Spacing of `dtype` at |x| (the gap to the next value away from zero)."""
+    v = np.abs(to_dtype(np.asarray(x, dtype=np.float64), dtype))
+    bits = v.view(UINT[dtype]) + np.asarray(1, dtype=UINT[dtype])
+    nxt = bits.view(np_dtype(dtype))
+    return nxt.astype(np.float64) - v.astype(np.float64)

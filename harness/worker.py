@@ -1,0 +1,55 @@
+"""The worker process: owns one framework, calls its APIs on arrays it is sent.
+
+Started with the 'spawn' method so the parent never imports a framework. Protocol over a
+multiprocessing Pipe (our own processes; case files are never pickled):
+  parent -> worker: (task_id, api_id, x, t, params)  or None to stop
+  worker -> parent: ("ready", version, info) once, then (task_id, "ok", array, seconds)
+                    or (task_id, "raised", "ExcType: first line", seconds)
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+
+
+def main(conn, framework: str, log_path: str | None = None) -> None:
+    import adapters
+
+    mod = adapters.load(framework)
+    fw = mod.FRAMEWORK
+    os.environ.update(fw.env)
+    if log_path:  # framework chatter (TF/XLA logs) goes to a file, not the user's terminal
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.dup2(fd, 1)
+        sys.stdout = sys.stderr = open(fd, "w", buffering=1, closefd=False)
+    try:
+        fw.setup()
+        from importlib.metadata import version
+
+        ver = version(fw.package)
+    except Exception as e:  # framework missing or broken: the parent records 'unsupported'
+        conn.send(("unavailable", f"{type(e).__name__}: {_first_line(e)}", None))
+        return
+    apis = {a.id: a for a in mod.APIS}
+    conn.send(("ready", ver, {"python": sys.version.split()[0]}))
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        task_id, api_id, x, t, params = msg
+        t0 = time.perf_counter()
+        try:
+            out = adapters.call(fw, apis[api_id], x, t, params)
+            conn.send((task_id, "ok", out, time.perf_counter() - t0))
+        except Exception as e:  # any framework error becomes a row
+            if log_path:
+                traceback.print_exc()
+            conn.send((task_id, "raised", f"{type(e).__name__}: {_first_line(e)}", time.perf_counter() - t0))
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return (s.splitlines()[0] if s else "")[:300]
