@@ -1,7 +1,7 @@
 """Known discrepancies: one file (cases/expectations.toml), read by the conformance tests and
 by the report alike.
 
-Each entry names the rows it covers with shell-style globs (api, case, dtype, quantity), the
+Each entry names the rows it covers with globs ('*' and '?' only; brackets are literal) (api, case, dtype, quantity), the
 statuses it expects, a reason, and a public reference where one exists:
 
     [[known]]
@@ -19,10 +19,11 @@ file cannot rot.
 """
 from __future__ import annotations
 
-import fnmatch
 import os
+import re
 import tomllib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Mapping
 
 from harness.spec import FAILING
@@ -36,23 +37,35 @@ class ExpectationsError(ValueError):
     pass
 
 
+@lru_cache(maxsize=None)
+def _glob(pattern: str) -> re.Pattern:
+    """Only '*' and '?' are wildcards: API ids contain literal brackets ("...[from_logits]")."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z")
+
+
+def _any(patterns: tuple[str, ...], value: str) -> bool:
+    return any(_glob(p).match(value) for p in patterns)
+
+
 @dataclass(frozen=True)
 class Known:
-    api: str
-    case: str
+    """api, case and dtype are tuples of globs (a TOML string or list of strings)."""
+
+    api: tuple[str, ...]
+    case: tuple[str, ...]
     status: tuple[str, ...]
     reason: str
     kind: str
-    dtype: str = "*"
+    dtype: tuple[str, ...] = ("*",)
     quantity: str = "loss"
     ref: str = ""
 
     def covers(self, api: str, case: str, dtype: str, quantity: str) -> bool:
-        return (fnmatch.fnmatchcase(api, self.api) and fnmatch.fnmatchcase(case, self.case)
-                and fnmatch.fnmatchcase(dtype, self.dtype) and fnmatch.fnmatchcase(quantity, self.quantity))
+        return (_any(self.api, api) and _any(self.case, case) and _any(self.dtype, dtype)
+                and _any((self.quantity,), quantity))
 
     def label(self) -> str:
-        return f"{self.api} / {self.case} / {self.dtype} / {','.join(self.status)}"
+        return f"{'|'.join(self.api)} / {'|'.join(self.case)} / {'|'.join(self.dtype)} / {','.join(self.status)}"
 
 
 def load(path: str = DEFAULT_PATH) -> list[Known]:
@@ -70,13 +83,14 @@ def load(path: str = DEFAULT_PATH) -> list[Known]:
         for k in ("api", "case", "status", "reason", "kind"):
             if not e.get(k):
                 raise ExpectationsError(f"{where}: missing '{k}'")
-        status = (e["status"],) if isinstance(e["status"], str) else tuple(e["status"])
+        tup = {k: ((e[k],) if isinstance(e[k], str) else tuple(e[k])) for k in ("api", "case", "status", "dtype") if k in e}
+        status = tup["status"]
         if set(status) - set(FAILING):
             raise ExpectationsError(f"{where}: status must be among {FAILING}, got {status}")
         if e["kind"] not in KINDS:
             raise ExpectationsError(f"{where}: kind must be one of {KINDS}")
-        out.append(Known(api=e["api"], case=e["case"], status=status, reason=" ".join(e["reason"].split()),
-                         kind=e["kind"], dtype=e.get("dtype", "*"), quantity=e.get("quantity", "loss"),
+        out.append(Known(api=tup["api"], case=tup["case"], status=status, reason=" ".join(e["reason"].split()),
+                         kind=e["kind"], dtype=tup.get("dtype", ("*",)), quantity=e.get("quantity", "loss"),
                          ref=e.get("ref", "")))
     return out
 
@@ -91,17 +105,19 @@ def match(known: Iterable[Known], row: Mapping) -> Known | None:
     return None
 
 
-def stale(known: Iterable[Known], rows: Iterable[Mapping], apis_run: Iterable[str]) -> list[Known]:
-    """Entries that cover APIs that ran, yet match no failing row."""
+def stale(known: Iterable[Known], rows: Iterable[Mapping], apis_run: Iterable[str]) -> list[tuple[Known, str]]:
+    """(entry, api pattern) pairs whose pattern names an API that ran yet covers no failing row
+    with the entry's status: each API named in an entry must still show the behaviour."""
     rows = [r for r in rows if r["status"] in FAILING]
     apis_run = list(apis_run)
     out = []
     for k in known:
-        if not any(fnmatch.fnmatchcase(a, k.api) for a in apis_run):
-            continue
-        if not any(r["status"] in k.status and k.covers(r["api"], r["case_id"], r["dtype"], r["quantity"])
-                   for r in rows):
-            out.append(k)
+        for pat in k.api:
+            if not any(_any((pat,), a) for a in apis_run):
+                continue
+            if not any(r["status"] in k.status and _any((pat,), r["api"])
+                       and k.covers(r["api"], r["case_id"], r["dtype"], r["quantity"]) for r in rows):
+                out.append((k, pat))
     return out
 
 

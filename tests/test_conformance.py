@@ -1,0 +1,73 @@
+"""Conformance: every (api, case, dtype) of the built-in corpus, on the real frameworks,
+against the reference.
+
+Each framework runs once per session in its own worker process (through the same runner
+`xentc run` uses); each row then becomes one test:
+  match -> pass;  unsupported -> skip (with the reason);
+  failing and covered by cases/expectations.toml with its status -> xfail (with the reason);
+  failing and not covered -> fail, printing the repro.
+test_expectations_not_stale fails when an expectation no longer matches anything.
+"""
+from __future__ import annotations
+
+import pytest
+
+import adapters
+from cases.generator import build_corpus
+from harness import expectations, runner
+from harness.spec import DTYPES
+
+SEED = 0
+CORPUS = build_corpus(SEED)
+KNOWN = expectations.load()
+FRAMEWORKS = list(adapters.MODULES)
+_TASKS, _SKIPPED = runner.plan(CORPUS, adapters.all_apis(), DTYPES)
+ROWS = sorted([(t.api.framework, t.api.id, t.case.id, t.dtype) for t in _TASKS]
+              + [(r["framework"], r["api"], r["case_id"], r["dtype"]) for r in _SKIPPED])
+
+_results: dict[str, dict] = {}
+
+
+def results_of(framework: str) -> dict:
+    """{(api, case_id, dtype): row} for one framework, computed once per test process."""
+    if framework not in _results:
+        df, _ = runner.run(CORPUS, [framework], DTYPES)
+        _results[framework] = {(r["api"], r["case_id"], r["dtype"]): r for r in df.to_dict("records")}
+    return _results[framework]
+
+
+def _param(fw, api, case, dtype):
+    return pytest.param(fw, api, case, dtype, id=f"{api}::{case}::{dtype}",
+                        marks=[pytest.mark.xdist_group(fw), pytest.mark.conformance])
+
+
+@pytest.mark.parametrize("framework,api,case_id,dtype", [_param(*r) for r in ROWS])
+def test_conformance(framework, api, case_id, dtype):
+    row = results_of(framework)[(api, case_id, dtype)]
+    status = row["status"]
+    if status == "match":
+        assert row["max_ulp"] <= row["tol_ulp"] or row["n_elements"] == 0
+        return
+    if status == "unsupported":
+        pytest.skip(row["detail"])
+    known = expectations.match(KNOWN, row)
+    if known is not None:
+        pytest.xfail(f"known {known.kind}: {known.reason[:160]}")
+    pytest.fail(
+        f"{status}: reference {row['expected']!r}, {api} gave {row['actual']!r} "
+        f"({row['max_ulp']} ulp, tolerance {row['tol_ulp']}) at {row['worst_input']}; {row['detail']}\n"
+        f"repro:\n{row['repro']}",
+        pytrace=False,
+    )
+
+
+@pytest.mark.parametrize("framework", [pytest.param(f, marks=[pytest.mark.xdist_group(f), pytest.mark.conformance])
+                                       for f in FRAMEWORKS])
+def test_expectations_not_stale(framework):
+    rows = list(results_of(framework).values())
+    apis = {r["api"] for r in rows if r["status"] != "unsupported"}
+    if not apis:
+        pytest.skip(f"{framework} unavailable: nothing ran")
+    stale = expectations.stale(KNOWN, rows, apis)
+    assert not stale, "stale expectations (the behaviour is gone: delete or narrow them):\n" + "\n".join(
+        f"  {k.label()} [api {pat}]" for k, pat in stale)
