@@ -7,6 +7,10 @@
 
 Case files are data: parsed with `json`, never evaluated, imported or unpickled. Every
 problem is reported as one `CaseFileError` line naming the file, the case id and the field.
+
+An array is a nested list of numbers, or {"shape": [0, 5], "values": []} (values flat, in
+row-major order): nested lists cannot carry a shape with an empty axis before the last
+(an empty batch of 5 classes), so `Case.to_json` writes such arrays in that form.
 """
 from __future__ import annotations
 
@@ -52,6 +56,8 @@ class Case:
 
     def to_json(self) -> dict[str, Any]:
         def arr(a: np.ndarray):
+            if 0 in a.shape[:-1]:  # nested lists would lose the axes after the empty one
+                return {"shape": list(a.shape), "values": []}
             if a.dtype.kind in "iu":
                 return a.tolist()
             return np.vectorize(format_number, otypes=[object])(a).tolist() if a.size else a.tolist()
@@ -67,13 +73,16 @@ class Case:
 
 # --- parsing -------------------------------------------------------------------------
 def _array(value: Any, where: str, *, integer: bool = False) -> np.ndarray:
-    """A rectangular nested list of numbers -> numpy array (float64, or int64 if integer)."""
+    """A rectangular nested list of numbers, or {"shape": [...], "values": [flat list]},
+    -> numpy array (float64, or int64 if integer)."""
+    if isinstance(value, dict):
+        return _shaped_array(value, where, integer=integer)
     shape: list[int] = []
     probe = value
     while isinstance(probe, list):
         shape.append(len(probe))
         probe = probe[0] if probe else None
-    if not shape and not integer and not isinstance(value, (int, float, str)):
+    if not shape and not integer and not isinstance(value, (int, float, str, BareConstant)):
         raise CaseFileError(f"{where}: expected a number or nested list of numbers, got {type(value).__name__}")
 
     flat: list[Any] = []
@@ -87,6 +96,8 @@ def _array(value: Any, where: str, *, integer: bool = False) -> np.ndarray:
         else:
             if isinstance(v, list):
                 raise CaseFileError(f"{where}: ragged array (rows of different lengths or depths)")
+            if isinstance(v, BareConstant):
+                raise CaseFileError(f"{where}: {v.message()}")
             flat.append(v)
 
     walk(value, 0)
@@ -95,6 +106,8 @@ def _array(value: Any, where: str, *, integer: bool = False) -> np.ndarray:
         for v in flat:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise CaseFileError(f"{where}: class-index targets must be integers, got {v!r}")
+            if not -(2**63) <= v < 2**63:
+                raise CaseFileError(f"{where}: class-index target {v} does not fit in int64")
             out.append(v)
         return np.array(out, dtype=np.int64).reshape(shape)
     try:
@@ -104,13 +117,30 @@ def _array(value: Any, where: str, *, integer: bool = False) -> np.ndarray:
     return np.array(nums, dtype=np.float64).reshape(shape)
 
 
+def _shaped_array(value: dict, where: str, *, integer: bool) -> np.ndarray:
+    """{"shape": [d0, d1, ...], "values": [flat list, row-major]} -> numpy array."""
+    if set(value) != {"shape", "values"}:
+        raise CaseFileError(f"{where}: an array object must have exactly the keys 'shape' and 'values'")
+    shape, values = value["shape"], value["values"]
+    if not isinstance(shape, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+        raise CaseFileError(f"{where}: 'shape' must be a list of non-negative integers")
+    if not isinstance(values, list) or any(isinstance(v, list) for v in values):
+        raise CaseFileError(f"{where}: 'values' must be a flat list of numbers")
+    n = 1
+    for d in shape:
+        n *= d
+    if len(values) != n:
+        raise CaseFileError(f"{where}: 'values' has {len(values)} numbers, shape {tuple(shape)} needs {n}")
+    return _array(values, where, integer=integer).reshape(shape)
+
+
 def parse_case(obj: Any, where: str) -> Case:
     if not isinstance(obj, dict):
         raise CaseFileError(f"{where}: a case must be a JSON object")
     cid = obj.get("id")
     if not isinstance(cid, str) or not cid.strip():
         raise CaseFileError(f"{where}: field 'id' must be a non-empty string")
-    w = f"{where} (case '{cid}')"
+    w = f"{where} (case {cid!r})"
     unknown = set(obj) - CASE_KEYS
     if unknown:
         raise CaseFileError(f"{w}: unknown field(s) {', '.join(sorted(map(repr, unknown)))}")
@@ -180,7 +210,7 @@ def parse_cases(doc: Any, source: str = "<cases>") -> list[Case]:
     for i, obj in enumerate(doc["cases"]):
         c = parse_case(obj, f"{source}: cases[{i}]")
         if c.id in seen:
-            raise CaseFileError(f"{source}: cases[{i}] (case '{c.id}'): duplicate id")
+            raise CaseFileError(f"{source}: cases[{i}] (case {c.id!r}): duplicate id")
         seen.add(c.id)
         cases.append(c)
     if not cases:
@@ -211,8 +241,22 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
     return parse_cases(doc, p)
 
 
-def _reject_constant(name: str):
-    raise CaseFileError(f'bare {name} is not JSON; write the string "{name.lower().replace("infinity", "inf")}"')
+class BareConstant:
+    """A bare NaN / Infinity / -Infinity read from a file: not JSON. Kept as a marker so the
+    error is raised where it is used, naming the case and the field."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def message(self) -> str:
+        return f'bare {self.name} is not JSON; write the string "{self.name.lower().replace("infinity", "inf")}"'
+
+
+def _reject_constant(name: str) -> BareConstant:
+    return BareConstant(name)
 
 
 def dump_cases(cases: list[Case]) -> str:

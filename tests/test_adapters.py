@@ -1,0 +1,97 @@
+"""The adapter tables: declarations are consistent, and each maps canonical parameters to
+the API's own arguments as documented. No framework is imported here."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import adapters
+from harness.spec import DTYPES, FAMILIES
+
+APIS = adapters.all_apis()
+
+# The public names the M1 scope lists, exactly as written there.
+REQUIRED = {
+    "tf.nn.sigmoid_cross_entropy_with_logits", "tf.nn.weighted_cross_entropy_with_logits",
+    "tf.nn.softmax_cross_entropy_with_logits", "tf.nn.sparse_softmax_cross_entropy_with_logits",
+    "tf.keras.losses.binary_crossentropy", "tf.keras.losses.categorical_crossentropy",
+    "tf.keras.losses.sparse_categorical_crossentropy",
+    "torch.nn.functional.binary_cross_entropy_with_logits", "torch.nn.functional.binary_cross_entropy",
+    "torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss",
+    "optax.sigmoid_binary_cross_entropy", "optax.softmax_cross_entropy",
+    "optax.softmax_cross_entropy_with_integer_labels", "optax.safe_softmax_cross_entropy",
+}
+
+
+def test_every_required_api_is_registered():
+    assert REQUIRED <= {a.name for a in APIS}
+
+
+def test_keras_losses_have_probability_and_logit_variants():
+    for name in ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"):
+        entries = [a for a in APIS if a.name == f"tf.keras.losses.{name}"]
+        assert {FAMILIES[a.family].inputs for a in entries} == {"logits", "probabilities"}
+        assert [a.fixed.get("from_logits") for a in entries if FAMILIES[a.family].inputs == "logits"] == [True]
+
+
+def test_torch_cross_entropy_has_index_and_probability_targets():
+    fams = {a.family for a in APIS if a.name == "torch.nn.functional.cross_entropy"}
+    assert fams == {"sparse_softmax", "softmax"}
+
+
+def test_api_ids_unique_and_start_with_public_name():
+    ids = [a.id for a in APIS]
+    assert len(ids) == len(set(ids))
+    for a in APIS:
+        assert a.id.startswith(a.name)
+        assert set(a.dtypes) <= set(DTYPES)
+
+
+@pytest.mark.parametrize("api", APIS, ids=lambda a: a.id)
+def test_call_plan_maps_every_parameter(api):
+    fam = FAMILIES[api.family]
+    x = np.zeros((2, 3), np.float32)
+    t = np.zeros((2,), np.int64) if fam.targets == "index" else np.zeros((2, 3), np.float32)
+    params = {"pos_weight": np.ones(3, np.float32), "weight": np.ones((2, 3), np.float32),
+              "class_weight": np.ones(3, np.float32), "reduction": api.reductions[-1]}
+    params = {k: v for k, v in params.items() if k == "reduction" or k in api.params}
+    kw = adapters.call_plan(api, x, t, params)
+    assert kw[api.inputs] is x and kw[api.targets] is t
+    for canonical, arg in api.params.items():
+        assert kw[arg] is params[canonical]
+    if api.reduction_arg:
+        assert kw[api.reduction_arg] == api.reductions[-1]
+    for k, v in api.fixed.items():
+        assert kw[k] == v
+
+
+def test_documented_mappings():
+    by_id = {a.id: a for a in APIS}
+    torch_idx = by_id["torch.nn.functional.cross_entropy[index]"]
+    assert torch_idx.params == {"class_weight": "weight"} and torch_idx.convention("mean") == "target_weight"
+    assert by_id["torch.nn.functional.cross_entropy[probs]"].convention("mean") == "elements"
+    assert by_id["torch.nn.functional.binary_cross_entropy_with_logits"].params == {
+        "pos_weight": "pos_weight", "weight": "weight"}
+    w = by_id["tf.nn.weighted_cross_entropy_with_logits"]
+    kw = adapters.call_plan(w, np.zeros(3, np.float16), np.zeros(3, np.float16), {})
+    assert kw["pos_weight"].dtype == np.float16 and kw["pos_weight"] == 1.0  # neutral default, in the dtype
+    assert by_id["tf.keras.losses.binary_crossentropy"].convention("axis_mean") is True
+    nll = by_id["torch.nn.functional.nll_loss[log_softmax]"]
+    assert nll.prepare == ("torch.nn.functional.log_softmax", {"dim": -1})
+
+
+def test_cannot_express_names_the_reason():
+    sig = next(a for a in APIS if a.id == "tf.nn.sigmoid_cross_entropy_with_logits")
+    assert "pos_weight" in sig.cannot_express({"pos_weight": np.ones(2)}, "float32")
+    assert "reduction 'mean'" in sig.cannot_express({"reduction": "mean"}, "float32")
+    assert sig.cannot_express({"reduction": "none"}, "float32") is None
+
+
+def test_importing_adapters_imports_no_framework():
+    code = ("import sys, adapters, harness.runner, harness.report, cases.generator; adapters.all_apis(); "
+            "print(sorted(m for m in ('torch','tensorflow','jax','optax','keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
