@@ -165,7 +165,8 @@ def cases(draw, family: str | None = None, finite: bool = False, max_classes: in
 
     if fam.targets == "index":
         n = int(np.prod(shape[:-1]))
-        t = np.asarray(draw(st.lists(st.integers(0, C - 1), min_size=n, max_size=n)), dtype=np.int64).reshape(shape[:-1])
+        k = draw(st.lists(st.integers(0, C - 1), min_size=n, max_size=n))
+        t = np.asarray(k, dtype=np.int64).reshape(shape[:-1])
     elif fam.rowwise:
         t = _dense_row_targets(draw, shape)
     else:

@@ -1,7 +1,11 @@
 """Tested dtypes as numpy types, rounding to them, and the number syntax of case files.
 
-bfloat16 comes from ml_dtypes (the same type JAX uses). Rounding is round-to-nearest-even,
-done by numpy's cast from float64 (ml_dtypes rounds correctly from float64 too).
+bfloat16 comes from ml_dtypes (the same type JAX uses). Rounding is round-to-nearest-even.
+numpy's casts from float64 round correctly for float16 and float32; ml_dtypes converts
+float64 to bfloat16 by way of float32 (two roundings), so `to_dtype` first rounds to float32
+with round-to-odd, which makes the second rounding the correct one (Boldo & Melquiond,
+"Emulation of FMA and correctly rounded sums: proved algorithms using rounding to odd",
+IEEE Trans. Computers 57(4), 2008; 24 bits >= 8 + 2).
 """
 from __future__ import annotations
 
@@ -39,13 +43,32 @@ def finfo(name: str):
     return ml_dtypes.finfo(np_dtype(name))
 
 
+def _to_float32_odd(a: np.ndarray) -> np.ndarray:
+    """float64 -> float32 rounded to odd: truncate toward zero, and set the last bit if inexact."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = a.astype(np.float32)
+        finite = np.isfinite(r)
+        inexact = finite & (r.astype(np.float64) != a)
+        bits = r.view(np.uint32).copy()
+        away = inexact & (np.abs(r.astype(np.float64)) > np.abs(a))  # rounded away from zero: step back
+        bits = np.where(away, bits - np.uint32(1), bits)
+        bits = np.where(inexact, bits | np.uint32(1), bits)
+        # a finite float64 beyond float32's range: the largest float32 (odd) keeps it "just above"
+        big = ~finite & np.isfinite(a)
+        bits = np.where(big, np.float32(np.finfo(np.float32).max).view(np.uint32) | (bits & np.uint32(0x80000000)), bits)
+    return bits.astype(np.uint32).view(np.float32)
+
+
 def to_dtype(a, name: str) -> np.ndarray:
-    """Round float64 values to dtype `name` (nearest-even). Integers pass through unchanged."""
+    """Round float64 values to dtype `name` (correctly, nearest-even). Integers pass through."""
     a = np.asarray(a)
     if a.dtype.kind in "iub":
         return a
+    a = np.asarray(a, dtype=np.float64)
     with np.errstate(over="ignore"):  # values beyond the dtype's range round to +-inf, as intended
-        return np.asarray(a, dtype=np.float64).astype(np_dtype(name))
+        if name == "bfloat16":
+            return _to_float32_odd(a).astype(np_dtype(name))
+        return a.astype(np_dtype(name))
 
 
 def widen(a: np.ndarray, precision=np.float64) -> np.ndarray:

@@ -2,14 +2,15 @@
 
 Independent of every framework under test (numpy only). Conventions, stated once:
 
-* Coefficient zero annihilates: 0 * anything = 0, including 0 * inf and 0 * nan-free limits.
-  This is the "0 * log 0 = 0" convention of cross-entropy extended to every coefficient
-  (a zero target, a zero weight, a zero pos_weight): a term whose coefficient is zero
-  contributes nothing.
+* Coefficient zero annihilates: 0 * inf = 0, and 0 * (an undefined limit) = 0. This is the
+  "0 * log 0 = 0" convention of cross-entropy extended to every coefficient (a zero target,
+  a zero weight, a zero pos_weight): a term whose coefficient is zero contributes nothing.
+* nan in, nan out: a nan in any value an output depends on (a logit or probability of its
+  element or row, its target, its weight) makes that output nan, zero coefficients or not.
 * Infinite logits are limits. softplus(+inf) = inf, softplus(-inf) = 0. In a softmax row with
   exactly one +inf logit, softmax is the one-hot of that class (log-softmax 0 there, -inf
   elsewhere); with several +inf logits the limit depends on their rates, so it is undefined (nan).
-* A row of all -inf logits has no softmax (nan terms); nan anywhere in a row makes its loss nan.
+* A row of all -inf logits has no softmax (nan terms).
 * Undefined reductions (mean over nothing, 0/0) are nan.
 
 Accuracy: every formula is arranged so its terms are non-negative for valid inputs (no
@@ -33,6 +34,17 @@ def mul0(a, b):
         return np.where((a == 0) | (b == 0), np.zeros((), dtype=np.result_type(a, b)), a * b)
 
 
+def _nan_if(loss, *deps, axis=None):
+    """nan where any dependency is nan (reduced over `axis` for row-wise families)."""
+    bad = np.zeros(np.shape(loss), dtype=bool)
+    for d in deps:
+        if d is None:
+            continue
+        m = np.isnan(np.asarray(d, dtype=np.float64))
+        bad = bad | (np.any(m, axis=axis) if axis is not None else np.broadcast_to(m, bad.shape))
+    return np.where(bad, np.nan, loss)
+
+
 def softplus(x):
     """log(1 + exp(x)), stable: max(x, 0) + log1p(exp(-|x|))."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -42,17 +54,18 @@ def softplus(x):
 # --- elementwise families -------------------------------------------------------
 def sigmoid_elementwise(x, z, pos_weight=None, weight=None):
     """w*[(1-z)*x + (1+(q-1)*z)*softplus(-x)], split at x=0 so both terms are >= 0:
-    x >= 0: (1-z)*x + L*log1p(exp(-x));  x < 0: -q*z*x + L*log1p(exp(x)),  L = 1+(q-1)*z."""
+    x >= 0: (1-z)*x + L*log1p(exp(-x));  x < 0: -q*z*x + L*log1p(exp(x)),
+    with L = 1+(q-1)*z formed as (1-z) + q*z (no cancellation for small q)."""
     one = np.ones((), dtype=x.dtype)
     q = one if pos_weight is None else pos_weight
     with np.errstate(over="ignore", invalid="ignore"):
-        L = one + mul0(q - one, z)
+        L = (one - z) + mul0(q, z)
         tail = mul0(L, np.log1p(np.exp(-np.abs(x))))
         pos = mul0(one - z, x)  # x >= 0 branch
         neg = -mul0(mul0(q, z), x)  # x < 0 branch
         loss = np.where(x >= 0, pos, neg) + tail
-        loss = np.where(np.isnan(x), np.nan, loss)
-    return loss if weight is None else mul0(weight, loss)
+    loss = loss if weight is None else mul0(weight, loss)
+    return _nan_if(loss, x, z, pos_weight, weight)
 
 
 def binary_elementwise(p, z, weight=None):
@@ -60,7 +73,8 @@ def binary_elementwise(p, z, weight=None):
     one = np.ones((), dtype=p.dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         loss = -(mul0(z, np.log(p)) + mul0(one - z, np.log1p(-p)))
-    return loss if weight is None else mul0(weight, loss)
+    loss = loss if weight is None else mul0(weight, loss)
+    return _nan_if(loss, p, z, weight)
 
 
 # --- row-wise (class axis last) ---------------------------------------------------
@@ -101,12 +115,13 @@ def neg_log_softmax(x):
 def softmax_rows(x, y, class_weight=None):
     """-sum_c w_c*y_c*log_softmax(x)_c per row."""
     coef = y if class_weight is None else mul0(y, class_weight)
-    return np.sum(mul0(coef, neg_log_softmax(x)), axis=-1)
+    loss = np.sum(mul0(coef, neg_log_softmax(x)), axis=-1)
+    return _nan_if(loss, x, y, None if class_weight is None else np.broadcast_to(class_weight, np.shape(x)), axis=-1)
 
 
 def sparse_rows(x, k, class_weight=None):
     """w_k * -log_softmax(x)_k per row; nan for a target outside [0, C)."""
-    return _pick(neg_log_softmax(x), k, class_weight)
+    return _nan_if(_pick(neg_log_softmax(x), k, class_weight), x, axis=-1)
 
 
 def _pick(per_class, k, class_weight):
@@ -124,14 +139,15 @@ def _pick(per_class, k, class_weight):
 def sparse_categorical_rows(p, k, class_weight=None):
     """w_k * -log(p_k) per row; nan for a target outside [0, C)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _pick(-np.log(p), k, class_weight)
+        return _nan_if(_pick(-np.log(p), k, class_weight), p, axis=-1)
 
 
 def categorical_rows(p, y, class_weight=None):
     """-sum_c w_c*y_c*log(p_c) per row."""
     coef = y if class_weight is None else mul0(y, class_weight)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.sum(-mul0(coef, np.log(p)), axis=-1)
+        loss = np.sum(-mul0(coef, np.log(p)), axis=-1)
+    return _nan_if(loss, p, y, None if class_weight is None else np.broadcast_to(class_weight, np.shape(p)), axis=-1)
 
 
 # --- entry point ------------------------------------------------------------------
