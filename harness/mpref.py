@@ -188,38 +188,36 @@ def _two_terms(a: MPF, f: Callable[[], MPF], b: MPF, g: Callable[[], MPF], prec:
 
 
 def _sigmoid_elem(x: float, z: float, q: float, w: float | None, prec: int) -> MPF:
-    """w * [q*z*softplus(-x) + (1-z)*softplus(x)]."""
+    """w * [q*z*softplus(-x) + (1-z)*softplus(x)]; nan in any input gives nan."""
+    if any(v is not None and math.isnan(v) for v in (x, z, q, w)):
+        return NAN
     if w == 0:
         return ZERO
-    if math.isnan(x):
-        per = NAN
+    Z, Q = MPF(z), MPF(q)
+    a = mul0(Q, Z)  # coefficient of softplus(-x) = -log sigmoid(x)
+    b = _one_minus(Z)  # coefficient of softplus(x) = -log(1 - sigmoid(x))
+    if math.isinf(x):
+        # softplus(+inf) = inf, softplus(-inf) = 0
+        sp_pos, sp_neg = (INF, ZERO) if x > 0 else (ZERO, INF)
+        per = _sum([mul0(a, sp_neg), mul0(b, sp_pos)])
     else:
-        Z, Q = MPF(z), MPF(q)
-        a = mul0(Q, Z)  # coefficient of softplus(-x) = -log sigmoid(x)
-        b = _one_minus(Z)  # coefficient of softplus(x) = -log(1 - sigmoid(x))
-        if math.isinf(x):
-            # softplus(+inf) = inf, softplus(-inf) = 0
-            sp_pos, sp_neg = (INF, ZERO) if x > 0 else (ZERO, INF)
-            per = _sum([mul0(a, sp_neg), mul0(b, sp_pos)])
-        else:
-            X = MPF(x)
-            same = (q * z >= 0 and z <= 1) or (q * z <= 0 and z >= 1)  # softplus > 0: signs of a, b
-            per = _two_terms(a, lambda: _softplus(-X), b, lambda: _softplus(X), prec, same)
+        X = MPF(x)
+        same = (q * z >= 0 and z <= 1) or (q * z <= 0 and z >= 1)  # softplus > 0: signs of a, b
+        per = _two_terms(a, lambda: _softplus(-X), b, lambda: _softplus(X), prec, same)
     return per if w is None else mul0(MPF(w), per)
 
 
 def _binary_elem(p_: float, z: float, w: float | None, prec: int) -> MPF:
-    """-w * [z*log(p) + (1-z)*log(1-p)]."""
+    """-w * [z*log(p) + (1-z)*log(1-p)]; nan in any input gives nan."""
+    if any(v is not None and math.isnan(v) for v in (p_, z, w)):
+        return NAN
     if w == 0:
         return ZERO
-    if math.isnan(p_):
-        per = NAN
-    else:
-        P, Z = MPF(p_), MPF(z)
-        one_minus_p = _one_minus(P)
-        # -log p >= 0 and -log(1-p) >= 0 for p in [0, 1]: then the signs are those of z, 1-z
-        same = not (0 <= p_ <= 1) or 0 <= z <= 1
-        per = _two_terms(Z, lambda: -_log(P), _one_minus(Z), lambda: -_log(one_minus_p), prec, same)
+    P, Z = MPF(p_), MPF(z)
+    one_minus_p = _one_minus(P)
+    # -log p >= 0 and -log(1-p) >= 0 for p in [0, 1]: then the signs are those of z, 1-z
+    same = not (0 <= p_ <= 1) or 0 <= z <= 1
+    per = _two_terms(Z, lambda: -_log(P), _one_minus(Z), lambda: -_log(one_minus_p), prec, same)
     return per if w is None else mul0(MPF(w), per)
 
 

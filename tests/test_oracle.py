@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 
+import mpmath
 import numpy as np
 import pytest
 from mpmath import mp
@@ -175,6 +176,21 @@ def test_sigmoid_small_pos_weight_is_accurate():
 def test_nan_row_with_zero_coefficients_is_nan(family, t, params):
     x, t, p = _as_arrays(family, [[NAN, 0.0, 0.0]], t, params)
     assert np.isnan(oracle.loss(family, x, t, p)).all()
+    assert all(mpmath.isnan(v) for v in np.ravel(mpref.loss(family, x, t, p)))
+
+
+@pytest.mark.parametrize("family,x,z,params", [
+    ("sigmoid", [NAN, 1.0], [0.0, 1.0], {"weight": [0.0, 0.0]}),   # nan logit, zero weight
+    ("sigmoid", [2.0, 1.0], [NAN, 1.0], {"weight": [0.0, 1.0]}),   # nan target, zero weight
+    ("binary", [NAN, 0.5], [1.0, 1.0], {"weight": [0.0, 1.0]}),
+])
+def test_nan_propagates_through_zero_weights(family, x, z, params):
+    """nan in, nan out, for the element that depends on it; zero weights annihilate only inf."""
+    x, z = np.array([x]), np.array([z])
+    p = {k: np.array([v]) for k, v in params.items()}
+    for got in (oracle.loss(family, x, z, p), mpref.to_float(mpref.loss(family, x, z, p), "float64")):
+        got = np.asarray(got, np.float64)
+        assert np.isnan(got[0, 0]) and not np.isnan(got[0, 1]), got
 
 
 # --- correct rounding ------------------------------------------------------------------------------
