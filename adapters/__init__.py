@@ -1,25 +1,37 @@
 """Adapters: each framework is one module holding a `FRAMEWORK` and a table `APIS` of
 `harness.spec.Api` entries. Adding an API is adding an entry; the runner never changes.
 
+A module may serve several frameworks (Keras 3 on each backend): it then holds
+`FRAMEWORKS` (name -> Framework) instead, and its entries are marked with the module's
+generic name; `load` gives each framework its own copy of the table.
+
 Importing an adapter module imports no framework: `Framework.setup()` does that, inside the
 worker process that owns it.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from harness.spec import Api
+from harness.spec import SCALAR_PARAMS, Api
 
 #: framework name -> adapter module
 MODULES: dict[str, str] = {
     "torch": "adapters.torch",
     "tensorflow": "adapters.tensorflow",
     "jax": "adapters.jax",
+    "keras[tensorflow]": "adapters.keras",
+    "keras[jax]": "adapters.keras",
+    "keras[torch]": "adapters.keras",
+    "keras[numpy]": "adapters.keras",
 }
+#: what `xentc run` and the test suite run unless told otherwise. The Keras 3 backends are
+#: opt-in (`--frameworks all`, or by name) until their expectations are written (M2).
+DEFAULT_FRAMEWORKS: tuple[str, ...] = ("torch", "tensorflow", "jax")
 
 
 @dataclass(frozen=True)
@@ -57,24 +69,36 @@ class Framework:
         return obj
 
 
-def load(framework: str):
-    """The adapter module of `framework` (no framework import happens here)."""
+@dataclass(frozen=True)
+class Adapter:
+    """One framework's table: how to run it, and its API entries."""
+
+    framework: Framework
+    apis: list[Api]
+
+
+def load(framework: str) -> Adapter:
+    """The adapter of `framework` (no framework import happens here)."""
     try:
         mod = importlib.import_module(MODULES[framework])
     except KeyError:
         raise ValueError(f"unknown framework {framework!r} (known: {', '.join(MODULES)})") from None
-    bad = [a.id for a in mod.APIS if a.framework != framework]
+    fws = getattr(mod, "FRAMEWORKS", None) or {mod.FRAMEWORK.name: mod.FRAMEWORK}
+    generic = getattr(mod, "GENERIC_NAME", framework)
+    bad = [a.id for a in mod.APIS if a.framework not in (framework, generic)]
     if bad:
-        raise ValueError(f"{MODULES[framework]}: entries not marked framework={framework!r}: {bad}")
-    return mod
+        raise ValueError(f"{MODULES[framework]}: entries not marked framework={generic!r}: {bad}")
+    apis = [a if a.framework == framework else dataclasses.replace(a, framework=framework) for a in mod.APIS]
+    return Adapter(fws[framework], apis)
 
 
 def all_apis(frameworks=None) -> list[Api]:
+    """Every entry of `frameworks` (default: every registered framework)."""
     out: list[Api] = []
     for fw in frameworks or MODULES:
-        out.extend(load(fw).APIS)
-    ids = [a.id for a in out]
-    dup = {i for i in ids if ids.count(i) > 1}
+        out.extend(load(fw).apis)
+    keys = [(a.framework, a.id) for a in out]
+    dup = {k for k in keys if keys.count(k) > 1}
     if dup:
         raise ValueError(f"duplicate api ids: {sorted(dup)}")
     return out
@@ -86,13 +110,26 @@ def call_plan(api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any])
     kwargs: dict[str, Any] = {api.targets: t, api.inputs: x}
     given = {**api.defaults, **{k: v for k, v in params.items() if k != "reduction"}}
     for canonical, arg in api.params.items():
-        if canonical in given:
-            v = given[canonical]
-            kwargs[arg] = np.asarray(v, dtype=x.dtype) if not isinstance(v, np.ndarray) else v
+        if canonical not in given:
+            continue
+        v = given[canonical]
+        if canonical in SCALAR_PARAMS:
+            kwargs[arg] = float(v)  # a Python number, as users pass it
+        else:
+            kwargs[arg] = v if isinstance(v, np.ndarray) else np.asarray(v, dtype=x.dtype)
     if api.reduction_arg is not None:
-        kwargs[api.reduction_arg] = params.get("reduction", "none")
+        r = params.get("reduction", "none")
+        kwargs[api.reduction_arg] = api.reduction_values.get(r, r)
     kwargs.update(api.fixed)
     return kwargs
+
+
+def split_init(api: Api, kwargs: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(constructor kwargs, call kwargs); constructor kwargs are None for a plain function."""
+    if api.init_args is None:
+        return None, kwargs
+    init = {k: v for k, v in kwargs.items() if k in api.init_args}
+    return init, {k: v for k, v in kwargs.items() if k not in api.init_args}
 
 
 def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
@@ -102,5 +139,7 @@ def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[
     if api.prepare is not None:
         pname, pkw = api.prepare
         native[api.inputs] = fw.resolve(pname)(native[api.inputs], **pkw)
-    out = fw.resolve(api.name)(**native)
+    init, rest = split_init(api, native)
+    fn = fw.resolve(api.name)
+    out = fn(**rest) if init is None else fn(**init)(**rest)
     return fw.to_numpy(out)

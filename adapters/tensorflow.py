@@ -20,6 +20,7 @@ from harness.spec import Api
 
 API = partial(Api, framework="tensorflow")
 KERAS = partial(API, inputs="y_pred", targets="y_true", conventions={"axis_mean": True})
+SMOOTH = {"label_smoothing": "label_smoothing"}
 
 
 def _setup():
@@ -60,13 +61,13 @@ APIS = [
     API(name="tf.nn.softmax_cross_entropy_with_logits", family="softmax", inputs="logits", targets="labels"),
     API(name="tf.nn.sparse_softmax_cross_entropy_with_logits", family="sparse_softmax", inputs="logits",
         targets="labels"),
-    KERAS(name="tf.keras.losses.binary_crossentropy", family="binary"),
-    KERAS(name="tf.keras.losses.binary_crossentropy", variant="from_logits", family="sigmoid",
+    KERAS(name="tf.keras.losses.binary_crossentropy", family="binary", params=SMOOTH),
+    KERAS(name="tf.keras.losses.binary_crossentropy", variant="from_logits", family="sigmoid", params=SMOOTH,
           fixed={"from_logits": True}),
-    KERAS(name="tf.keras.losses.categorical_crossentropy", family="categorical"),
-    KERAS(name="tf.keras.losses.categorical_crossentropy", variant="from_logits", family="softmax",
-          fixed={"from_logits": True}),
-    KERAS(name="tf.keras.losses.sparse_categorical_crossentropy", family="sparse_categorical"),
+    KERAS(name="tf.keras.losses.categorical_crossentropy", family="categorical", params=SMOOTH, conventions={}),
+    KERAS(name="tf.keras.losses.categorical_crossentropy", variant="from_logits", family="softmax", params=SMOOTH,
+          conventions={}, fixed={"from_logits": True}),
+    KERAS(name="tf.keras.losses.sparse_categorical_crossentropy", family="sparse_categorical", conventions={}),
     KERAS(name="tf.keras.losses.sparse_categorical_crossentropy", variant="from_logits", family="sparse_softmax",
-          fixed={"from_logits": True}),
+          conventions={}, fixed={"from_logits": True}),
 ]

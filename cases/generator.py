@@ -157,6 +157,7 @@ def sigmoid_cases(seed: int) -> list[Case]:
                             params={"pos_weight": r.uniform(0.5, 3, 6)}))
     out.append(_elementwise(F, "baseline/sigmoid/weight-mean", bx, bz,
                             params={"weight": r.uniform(0.1, 2, (8, 6)), "reduction": "mean"}))
+    out += _smoothing_and_sample_weights(F, bx, bz, seed)
     return out
 
 
@@ -196,6 +197,7 @@ def binary_cases(seed: int) -> list[Case]:
         out.append(_elementwise(F, f"baseline/binary/random-{red}", bx, bz, params={"reduction": red}))
     out.append(_elementwise(F, "baseline/binary/weight-mean", bx, bz,
                             params={"weight": r.uniform(0.1, 2, (8, 6)), "reduction": "mean"}))
+    out += _smoothing_and_sample_weights(F, bx, bz, seed)
     return out
 
 
@@ -286,6 +288,13 @@ def logit_rows_cases(fam: str, seed: int) -> list[Case]:
     for red in ("none", "sum", "mean"):
         add(f"baseline/{fam}/random-{red}", x, y, params={"reduction": red})
     add(f"baseline/{fam}/class_weight-mean", x, y, params={"class_weight": r.uniform(0.2, 3, 10), "reduction": "mean"})
+    yt = _dense_to(fam, y)
+    out += _smoothing_and_sample_weights(fam, x, yt, seed)
+    for red in ("none", "mean"):
+        add(f"weights/{fam}/class_weight-label_smoothing-{red}", x, y,
+            params={"class_weight": r.uniform(0.2, 3, 10), "label_smoothing": 0.1, "reduction": red})
+    D = np.array([[20.0, 0, 0, 0], [50.0, 0, 0, 0], [1e4, 0, 0, 0]])
+    add(f"extreme/{fam}/label_smoothing-dominant", D, np.eye(4)[[0, 0, 1]], params={"label_smoothing": 0.25})
     return out
 
 
@@ -331,6 +340,23 @@ def prob_rows_cases(F: str, seed: int) -> list[Case]:
     p, y = _probs(r, 8, 10), _softmax_targets(r, 8, 10, "onehot" if sparse else "dirichlet-large")
     for red in ("none", "sum", "mean"):
         add(f"baseline/{F}/random-{red}", p, y, params={"reduction": red})
+    out += _smoothing_and_sample_weights(F, p, _dense_to(F, y), seed)
+    return out
+
+
+def _smoothing_and_sample_weights(fam: str, x: np.ndarray, t: np.ndarray, seed: int) -> list[Case]:
+    """label_smoothing (0.1, and 0.25, exact in every dtype) and sample weights (zeros, and a
+    spread over 1e-3..1e3) under every reduction, on a baseline input of the family."""
+    r = _rng(seed, f"weights/{fam}/sample_weight")
+    sw = 10.0 ** r.uniform(-3, 3, x.shape[:-1])
+    sw.flat[0] = 0.0
+    out = [Case(f"baseline/{fam}/label_smoothing-{eps:g}", fam, x, t, {"label_smoothing": eps}, None)
+           for eps in (0.1, 0.25)]
+    for red in ("none", "sum", "mean"):
+        out.append(Case(f"weights/{fam}/sample_weight-{red}", fam, x, t, {"sample_weight": sw, "reduction": red},
+                        ("bfloat16", "float32", "float64")))
+    out.append(Case(f"soft_labels/{fam}/label_smoothing-sample_weight-mean", fam, x, t,
+                    {"label_smoothing": 0.1, "sample_weight": sw, "reduction": "mean"}, None))
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .dtypes import format_number, parse_number, to_dtype
-from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, REDUCTIONS, category_of
+from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, REDUCTIONS, SCALAR_PARAMS, category_of
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
 CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes"}
@@ -65,7 +65,8 @@ class Case:
         d: dict[str, Any] = {"id": self.id, "family": self.family, "inputs": arr(self.inputs),
                              "targets": arr(self.targets)}
         if self.params:
-            d["params"] = {k: (arr(v) if k in ARRAY_PARAMS else v) for k, v in self.params.items()}
+            d["params"] = {k: (arr(v) if k in ARRAY_PARAMS else format_number(v) if k in SCALAR_PARAMS else v)
+                           for k, v in self.params.items()}
         if self.dtypes is not None:
             d["dtypes"] = list(self.dtypes)
         return d
@@ -178,6 +179,12 @@ def parse_case(obj: Any, where: str) -> Case:
                 raise CaseFileError(f"{pw}: must be one of {', '.join(REDUCTIONS)}, got {v!r}")
             params[k] = v
             continue
+        if k in SCALAR_PARAMS:
+            if isinstance(v, (list, dict)):
+                raise CaseFileError(f"{pw}: expected a number")
+            a = _array(v, pw)
+            params[k] = float(a)
+            continue
         a = _array(v, pw)
         if k == "pos_weight":
             ok = a.ndim == 1 and x.ndim >= 1 and a.shape[0] in (1, x.shape[-1]) or a.ndim == 0
@@ -185,6 +192,9 @@ def parse_case(obj: Any, where: str) -> Case:
         elif k == "class_weight":
             ok = a.ndim == 1 and a.shape[0] == x.shape[-1]
             need = f"a list of length {x.shape[-1]} (one per class)"
+        elif k == "sample_weight":
+            ok = a.shape == x.shape[:-1]
+            need = f"an array of shape {x.shape[:-1]} (one per sample: the inputs' shape without the last axis)"
         else:  # weight: the inputs' shape
             ok = a.shape == x.shape
             need = f"an array of the inputs' shape {x.shape}"

@@ -39,7 +39,12 @@ def cmd_run(args) -> int:
     from harness import report, results, runner
     from harness.casefile import load_cases
 
-    frameworks = _csv(args.frameworks, list(adapters.MODULES), "framework") if args.frameworks else list(adapters.MODULES)
+    if args.frameworks == "all":
+        frameworks = list(adapters.MODULES)
+    elif args.frameworks:
+        frameworks = _csv(args.frameworks, list(adapters.MODULES), "framework")
+    else:
+        frameworks = list(adapters.DEFAULT_FRAMEWORKS)
     dtypes = _csv(args.dtypes, DTYPES, "dtype") if args.dtypes else list(DTYPES)
     cases = load_cases(args.cases) if args.cases else build_corpus(args.seed)
     out = _writable_dir(args.out)
@@ -63,7 +68,7 @@ def cmd_list(args) -> int:
     import adapters
 
     for api in adapters.all_apis():
-        print(f"{api.framework:11} {api.family:18} {api.id}")
+        print(f"{api.framework:17} {api.family:18} {api.id}")
     return 0
 
 
@@ -71,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xentc", description="Cross-entropy conformance harness")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the cases on every API and write results and a report")
-    r.add_argument("--frameworks", help="comma-separated subset of torch,tensorflow,jax (default: all)")
+    r.add_argument("--frameworks", help="comma-separated frameworks, or 'all' (default: torch,tensorflow,jax; "
+                   "also keras[tensorflow], keras[jax], keras[torch], keras[numpy])")
     r.add_argument("--dtypes", help="comma-separated subset of " + ",".join(DTYPES) + " (default: all)")
     r.add_argument("--cases", metavar="FILE", help="a JSON case file (default: the built-in corpus)")
     r.add_argument("--out", metavar="DIR", default="reports/latest", help="output directory (default: reports/latest)")
@@ -95,6 +101,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("xentc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

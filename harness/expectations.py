@@ -7,6 +7,7 @@ statuses it expects, a reason, and a public reference where one exists:
     [[known]]
     api = "torch.nn.functional.binary_cross_entropy"
     case = "extreme/binary/*"
+    framework = "torch"            # optional, default "*"
     status = ["nonfinite_mismatch"]
     kind = "by-design"
     reason = "BCELoss clamps log outputs to >= -100, so -log(0) is 100, not inf"
@@ -30,7 +31,7 @@ from harness.spec import FAILING
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cases", "expectations.toml")
 KINDS = ("bug", "by-design", "convention", "precision")
-_KEYS = {"api", "case", "dtype", "quantity", "status", "kind", "reason", "ref"}
+_KEYS = {"api", "case", "dtype", "quantity", "status", "kind", "reason", "ref", "framework"}
 
 
 class ExpectationsError(ValueError):
@@ -59,10 +60,11 @@ class Known:
     dtype: tuple[str, ...] = ("*",)
     quantity: str = "loss"
     ref: str = ""
+    framework: tuple[str, ...] = ("*",)
 
-    def covers(self, api: str, case: str, dtype: str, quantity: str) -> bool:
+    def covers(self, api: str, case: str, dtype: str, quantity: str, framework: str = "") -> bool:
         return (_any(self.api, api) and _any(self.case, case) and _any(self.dtype, dtype)
-                and _any((self.quantity,), quantity))
+                and _any((self.quantity,), quantity) and (not framework or _any(self.framework, framework)))
 
     def label(self) -> str:
         return f"{'|'.join(self.api)} / {'|'.join(self.case)} / {'|'.join(self.dtype)} / {','.join(self.status)}"
@@ -83,7 +85,8 @@ def load(path: str = DEFAULT_PATH) -> list[Known]:
         for k in ("api", "case", "status", "reason", "kind"):
             if not e.get(k):
                 raise ExpectationsError(f"{where}: missing '{k}'")
-        tup = {k: ((e[k],) if isinstance(e[k], str) else tuple(e[k])) for k in ("api", "case", "status", "dtype") if k in e}
+        tup = {k: ((e[k],) if isinstance(e[k], str) else tuple(e[k]))
+               for k in ("api", "case", "status", "dtype", "framework") if k in e}
         status = tup["status"]
         if set(status) - set(FAILING):
             raise ExpectationsError(f"{where}: status must be among {FAILING}, got {status}")
@@ -91,7 +94,7 @@ def load(path: str = DEFAULT_PATH) -> list[Known]:
             raise ExpectationsError(f"{where}: kind must be one of {KINDS}")
         out.append(Known(api=tup["api"], case=tup["case"], status=status, reason=" ".join(e["reason"].split()),
                          kind=e["kind"], dtype=tup.get("dtype", ("*",)), quantity=e.get("quantity", "loss"),
-                         ref=e.get("ref", "")))
+                         ref=e.get("ref", ""), framework=tup.get("framework", ("*",))))
     return out
 
 
@@ -100,23 +103,25 @@ def match(known: Iterable[Known], row: Mapping) -> Known | None:
     if row["status"] not in FAILING:
         return None
     for k in known:
-        if row["status"] in k.status and k.covers(row["api"], row["case_id"], row["dtype"], row["quantity"]):
+        if row["status"] in k.status and k.covers(row["api"], row["case_id"], row["dtype"], row["quantity"],
+                                                  row.get("framework", "")):
             return k
     return None
 
 
-def stale(known: Iterable[Known], rows: Iterable[Mapping], apis_run: Iterable[str]) -> list[tuple[Known, str]]:
-    """(entry, api pattern) pairs whose pattern names an API that ran yet covers no failing row
-    with the entry's status: each API named in an entry must still show the behaviour."""
+def stale(known: Iterable[Known], rows: Iterable[Mapping], apis_run: Iterable[tuple[str, str]]) -> list[tuple[Known, str]]:
+    """(entry, api pattern) pairs whose pattern names an API that ran (a (framework, api) pair
+    the entry covers) yet covers no failing row with the entry's status: each API named in an
+    entry must still show the behaviour on each framework the entry names."""
     rows = [r for r in rows if r["status"] in FAILING]
     apis_run = list(apis_run)
     out = []
     for k in known:
         for pat in k.api:
-            if not any(_any((pat,), a) for a in apis_run):
+            if not any(_any((pat,), a) and _any(k.framework, fw) for fw, a in apis_run):
                 continue
             if not any(r["status"] in k.status and _any((pat,), r["api"])
-                       and k.covers(r["api"], r["case_id"], r["dtype"], r["quantity"]) for r in rows):
+                       and k.covers(r["api"], r["case_id"], r["dtype"], r["quantity"], r["framework"]) for r in rows):
                 out.append((k, pat))
     return out
 

@@ -350,8 +350,45 @@ def _f64(a) -> np.ndarray | None:
 
 
 def unreduced(family: str, inputs, targets, params: Mapping[str, Any] | None = None, prec: int = 128) -> np.ndarray:
-    """The loss before any reduction: the inputs' shape (elementwise) or inputs.shape[:-1] (rows)."""
+    """The loss before any reduction: the inputs' shape (elementwise) or inputs.shape[:-1] (rows).
+
+    label_smoothing eps uses that every family's loss is affine in its targets:
+    loss((1-eps)*y + eps/C) = (1-eps)*loss(y) + eps*loss(1/C), C outcomes (2 for the binary
+    families), with index targets as one-hot rows. sample_weight multiplies each sample's loss."""
     params = dict(params or {})
+    eps = params.pop("label_smoothing", None)
+    sw = params.pop("sample_weight", None)
+    per = _unreduced(family, inputs, targets, params, prec)
+    if eps is not None:
+        per = _smoothed(per, family, inputs, params, float(eps), prec)
+    if sw is not None:
+        sw = _f64(sw)
+        swb = np.broadcast_to(sw if per.ndim == sw.ndim else sw[..., None], per.shape)
+        with mp.workprec(prec + GUARD):
+            vals = [NAN if math.isnan(w) else mul0(MPF(w), v) for w, v in zip(swb.ravel().tolist(), per.ravel())]
+        per = _obj(vals, per.shape)
+    return per
+
+
+def _smoothed(per: np.ndarray, family: str, inputs, params: Mapping[str, Any], eps: float, prec: int) -> np.ndarray:
+    fam = FAMILIES[family]
+    x = _f64(inputs)
+    if fam.rowwise:
+        dense = {"sparse_softmax": "softmax", "sparse_categorical": "categorical"}.get(family, family)
+        uniform = _unreduced(dense, x, np.ones(x.shape), params, prec)  # sum over all classes
+        C = x.shape[-1]
+        with mp.workprec(prec + GUARD):
+            a, b = _one_minus(MPF(eps)), MPF(eps) / C
+    else:
+        uniform = _unreduced(family, x, np.full(x.shape, 0.5), params, prec)
+        with mp.workprec(prec + GUARD):
+            a, b = _one_minus(MPF(eps)), MPF(eps)
+    with mp.workprec(prec + GUARD):
+        vals = [_sum([mul0(a, u), mul0(b, v)]) for u, v in zip(per.ravel(), uniform.ravel())]
+    return _obj(vals, per.shape)
+
+
+def _unreduced(family: str, inputs, targets, params: Mapping[str, Any], prec: int) -> np.ndarray:
     fam = FAMILIES[family]
     x = _f64(inputs)
     t = np.asarray(targets) if fam.targets == "index" else _f64(targets)

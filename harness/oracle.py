@@ -172,26 +172,46 @@ def loss(
     x = w(inputs)
     t = np.asarray(targets) if fam.targets == "index" else w(targets)
     pw, ew, cw = w(params.get("pos_weight")), w(params.get("weight")), w(params.get("class_weight"))
+    sw = w(params.get("sample_weight"))
+    eps = params.get("label_smoothing")
     reduction = params.get("reduction", "none")
 
-    if family == "sigmoid":
-        per = sigmoid_elementwise(x, t, pw, ew)
-    elif family == "binary":
-        per = binary_elementwise(x, t, ew)
-    elif family == "softmax":
-        per = softmax_rows(x, t, cw)
-    elif family == "sparse_softmax":
-        per = sparse_rows(x, t, cw)
-    elif family == "categorical":
-        per = categorical_rows(x, t, cw)
-    elif family == "sparse_categorical":
-        per = sparse_categorical_rows(x, t, cw)
-    else:  # pragma: no cover - FAMILIES and this dispatch are kept in step by tests
-        raise ValueError(f"unknown family {family!r}")
+    per = _unreduced(family, x, t, pw, ew, cw)
+    if eps is not None:  # affine in the targets: no smoothed target is ever rounded
+        e = precision(eps)
+        one = precision(1)
+        if fam.rowwise:
+            dense = {"sparse_softmax": "softmax", "sparse_categorical": "categorical"}.get(family, family)
+            uniform = _unreduced(dense, x, np.ones(x.shape, dtype=x.dtype), pw, ew, cw)
+            b = e / precision(x.shape[-1])
+        else:
+            uniform = _unreduced(family, x, np.full(x.shape, 0.5, dtype=x.dtype), pw, ew, cw)
+            b = e
+        per = _nan_if(mul0(one - e, per) + mul0(b, uniform), per)
 
     if conv["axis_mean"] and not fam.rowwise:
         per = _mean(per, axis=-1)
+    if sw is not None:
+        swb = sw if per.ndim == sw.ndim else sw[..., None]
+        per = _nan_if(mul0(swb, per), np.broadcast_to(swb, per.shape))
     return reduce(per, reduction, conv["mean"], family=family, targets=t, class_weight=cw)
+
+
+def _unreduced(family, x, t, pw, ew, cw):
+    """The family's loss per element (elementwise) or per row, before any reduction."""
+    if family == "sigmoid":
+        return sigmoid_elementwise(x, t, pw, ew)
+    if family == "binary":
+        return binary_elementwise(x, t, ew)
+    if family == "softmax":
+        return softmax_rows(x, t, cw)
+    if family == "sparse_softmax":
+        return sparse_rows(x, t, cw)
+    if family == "categorical":
+        return categorical_rows(x, t, cw)
+    if family == "sparse_categorical":
+        return sparse_categorical_rows(x, t, cw)
+    raise ValueError(f"unknown family {family!r}")  # pragma: no cover
 
 
 def _mean(a, axis=None):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters import Framework, call_plan
+from adapters import Framework, call_plan, split_init
 from harness import oracle
 from harness.dtypes import reference_precision
 from harness.spec import FAMILIES, Api
@@ -42,9 +42,13 @@ def minimise(api: Api, x, t, params, worst_index):
         return x, t, params
     fam = FAMILIES[api.family]
     sl = tuple(slice(k, k + 1) for k in worst_index)
-    if fam.rowwise or api.convention("axis_mean"):  # one output per row: keep the row
-        return x[sl], t[sl], params
     p = dict(params)
+    if fam.rowwise or api.convention("axis_mean"):  # one output per row: keep the row
+        if "sample_weight" in p:
+            p["sample_weight"] = p["sample_weight"][sl]
+        return x[sl], t[sl], p
+    if "sample_weight" in p:  # one per sample: the element's row
+        p["sample_weight"] = p["sample_weight"][sl[:-1]]
     if "pos_weight" in p and np.ndim(p["pos_weight"]) == 1 and p["pos_weight"].shape[0] > 1:
         p["pos_weight"] = p["pos_weight"][sl[-1]]
     if "weight" in p:
@@ -60,7 +64,7 @@ def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index) -> s
     ref = oracle.loss(api.family, x, t, params, conv, prec).astype(np.float64)
     kwargs = call_plan(api, x, t, params)
     names = {id(v): n for n, v in (("x", x), ("t", t))}
-    assigns, args = [], []
+    assigns, args = [], {}
     for k, v in kwargs.items():
         if isinstance(v, np.ndarray):
             var = names.get(id(v), k)
@@ -70,10 +74,13 @@ def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index) -> s
             if k == api.inputs and api.prepare is not None:
                 pname, pkw = api.prepare
                 expr = f"{pname}({var}{''.join(f', {a}={b!r}' for a, b in pkw.items())})"
-            args.append(f"{k}={expr}")
+            args[k] = expr
         else:
-            args.append(f"{k}={v!r}")
-    call = f"{api.name}({', '.join(args)})"
+            args[k] = repr(v)
+    init, rest = split_init(api, args)
+    call = f"{api.name}({', '.join(f'{k}={v}' for k, v in rest.items())})"
+    if init is not None:
+        call = f"{api.name}({', '.join(f'{k}={v}' for k, v in init.items())})({', '.join(f'{k}={v}' for k, v in rest.items())})"
     value = fw.repro_value.format(expr=call)
     ref_txt = repr(ref.tolist()).replace("nan", "float('nan')").replace("inf", "float('inf')")
     return "\n".join([

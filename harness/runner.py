@@ -90,6 +90,18 @@ class Reference:
         return self._cache[key]
 
 
+REPRO_FAILED = "# repro failed: "
+
+
+def _snippet(fw, task: Task, idx) -> str:
+    """The repro of a row; a harness bug here is recorded in the row, never loses the run."""
+    x, t, p = task.case.in_dtype(task.dtype)
+    try:
+        return repro.snippet(fw, task.api, task.dtype, x, t, p, idx)
+    except Exception as e:  # noqa: BLE001 - reported in the row and failed by the test suite
+        return f"{REPRO_FAILED}{type(e).__name__}: {e}\n"
+
+
 def _fmt(v: float) -> str:
     return f"{float(v):.9g}"
 
@@ -175,7 +187,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     """Run every case on every API of `frameworks`. Returns (results, {framework: version})."""
     apis = adapters.all_apis(frameworks)
     tasks, rows = plan(cases, apis, dtypes)
-    fws = {fw: adapters.load(fw).FRAMEWORK for fw in frameworks}
+    fws = {fw: adapters.load(fw).framework for fw in frameworks}
     queues: dict[str, deque[Task]] = {fw: deque() for fw in frameworks}
     for t in tasks:
         queues[t.api.framework].append(t)
@@ -210,16 +222,14 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                    reference=label, detail=detail, seconds=seconds)
         if g.status != "match":
             row["worst_input"] = worst_input(task.case, task.api, task.dtype, idx)
-            x, t, p = task.case.in_dtype(task.dtype)
-            row["repro"] = repro.snippet(fws[task.api.framework], task.api, task.dtype, x, t, p, idx)
+            row["repro"] = _snippet(fws[task.api.framework], task, idx)
         finish(task, **row)
 
     def failed_row(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
         ref, label = reference(task.case, task.api, task.dtype)
-        x, t, p = task.case.in_dtype(task.dtype)
         finish(task, status=status, detail=detail, seconds=seconds, reference=label,
                expected=float(np.asarray(ref, np.float64).ravel()[0]) if ref.size else np.nan,
-               repro=repro.snippet(fws[task.api.framework], task.api, task.dtype, x, t, p, None))
+               repro=_snippet(fws[task.api.framework], task, None))
 
     handles = {fw: WorkerHandle(fw, log_dir) for fw in frameworks if queues[fw]}
     try:

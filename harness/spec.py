@@ -14,6 +14,9 @@ DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
 
 # --- families ---------------------------------------------------------------
+ROW_PARAMS = ("class_weight", "label_smoothing", "sample_weight", "reduction")
+
+
 @dataclass(frozen=True)
 class Family:
     """A canonical loss family.
@@ -37,27 +40,28 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family(
-            "sigmoid", "logits", "dense", False, ("pos_weight", "weight", "reduction"),
+            "sigmoid", "logits", "dense", False,
+            ("pos_weight", "weight", "label_smoothing", "sample_weight", "reduction"),
             "w*[(1-z)*x + (1+(q-1)*z)*softplus(-x)]",
         ),
         Family(
-            "binary", "probabilities", "dense", False, ("weight", "reduction"),
+            "binary", "probabilities", "dense", False, ("weight", "label_smoothing", "sample_weight", "reduction"),
             "-w*[z*log(p) + (1-z)*log(1-p)], 0*log 0 = 0",
         ),
         Family(
-            "softmax", "logits", "dense", True, ("class_weight", "reduction"),
+            "softmax", "logits", "dense", True, ROW_PARAMS,
             "-sum_c w_c*y_c*log_softmax(x)_c, 0*log 0 = 0",
         ),
         Family(
-            "sparse_softmax", "logits", "index", True, ("class_weight", "reduction"),
+            "sparse_softmax", "logits", "index", True, ROW_PARAMS,
             "-w_k*log_softmax(x)_k for target class k",
         ),
         Family(
-            "categorical", "probabilities", "dense", True, ("class_weight", "reduction"),
+            "categorical", "probabilities", "dense", True, ROW_PARAMS,
             "-sum_c w_c*y_c*log(p_c), 0*log 0 = 0",
         ),
         Family(
-            "sparse_categorical", "probabilities", "index", True, ("class_weight", "reduction"),
+            "sparse_categorical", "probabilities", "index", True, ROW_PARAMS,
             "-w_k*log(p_k) for target class k",
         ),
     )
@@ -69,9 +73,12 @@ PARAMS: dict[str, str] = {
     "pos_weight": "array over the last axis (sigmoid): weight q of the positive term",
     "weight": "array of the inputs' shape (elementwise families): multiplies each element's loss",
     "class_weight": "array over the class axis (softmax families): multiplies class c's term",
+    "label_smoothing": "number eps in [0, 1]: targets become (1-eps)*y + eps/C (C classes; 2 for the binary families)",
+    "sample_weight": "array of inputs.shape[:-1] (one per sample), broadcast over the last axis; multiplies the loss",
     "reduction": "'none', 'sum' or 'mean'",
 }
-ARRAY_PARAMS: tuple[str, ...] = ("pos_weight", "weight", "class_weight")
+ARRAY_PARAMS: tuple[str, ...] = ("pos_weight", "weight", "class_weight", "sample_weight")
+SCALAR_PARAMS: tuple[str, ...] = ("label_smoothing",)
 REDUCTIONS: tuple[str, ...] = ("none", "sum", "mean")
 
 #: Named reference conventions an API may document (values are the defaults).
@@ -121,6 +128,10 @@ class Api:
     params:    canonical parameter -> keyword argument of this API.
     reductions: canonical reductions the API can express.
     reduction_arg: keyword receiving the reduction (None: the API has one fixed reduction).
+    reduction_values: the API's name of each canonical reduction where it differs
+               (Keras: "mean" is "sum_over_batch_size").
+    init_args: for a loss class (keras.losses.BinaryCrossentropy), the keywords that go to
+               its constructor; the others go to the call of the instance.
     fixed:     keyword arguments always passed (e.g. from_logits=True).
     prepare:   (qualified name, kwargs) applied to the inputs first, e.g. log_softmax before nll_loss.
     dtypes:    dtypes the API documents support for.
@@ -138,6 +149,8 @@ class Api:
     params: Mapping[str, str] = field(default_factory=dict)
     reductions: tuple[str, ...] = ("none",)
     reduction_arg: str | None = None
+    reduction_values: Mapping[str, str] = field(default_factory=dict)  # canonical -> API's name
+    init_args: tuple[str, ...] | None = None  # a class: these keywords go to the constructor
     fixed: Mapping[str, Any] = field(default_factory=dict)
     prepare: tuple[str, Mapping[str, Any]] | None = None
     dtypes: tuple[str, ...] = DTYPES

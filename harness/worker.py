@@ -17,8 +17,8 @@ import traceback
 def main(conn, framework: str, log_path: str | None = None) -> None:
     import adapters
 
-    mod = adapters.load(framework)
-    fw = mod.FRAMEWORK
+    adapter = adapters.load(framework)
+    fw = adapter.framework
     os.environ.update(fw.env)
     if log_path:  # framework chatter (TF/XLA logs) goes to a file, not the user's terminal
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -33,7 +33,7 @@ def main(conn, framework: str, log_path: str | None = None) -> None:
     except Exception as e:  # framework missing or broken: the parent records 'unsupported'
         conn.send(("unavailable", f"{type(e).__name__}: {_first_line(e)}", None))
         return
-    apis = {a.id: a for a in mod.APIS}
+    apis = {a.id: a for a in adapter.apis}
     conn.send(("ready", ver, {"python": sys.version.split()[0]}))
     while True:
         msg = conn.recv()

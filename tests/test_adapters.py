@@ -43,35 +43,43 @@ def test_torch_cross_entropy_has_index_and_probability_targets():
 
 
 def test_api_ids_unique_and_start_with_public_name():
-    ids = [a.id for a in APIS]
+    ids = [(a.framework, a.id) for a in APIS]
     assert len(ids) == len(set(ids))
     for a in APIS:
         assert a.id.startswith(a.name)
         assert set(a.dtypes) <= set(DTYPES)
 
 
-@pytest.mark.parametrize("api", APIS, ids=lambda a: a.id)
+@pytest.mark.parametrize("api", APIS, ids=lambda a: f"{a.framework}:{a.id}")
 def test_call_plan_maps_every_parameter(api):
     fam = FAMILIES[api.family]
     x = np.zeros((2, 3), np.float32)
     t = np.zeros((2,), np.int64) if fam.targets == "index" else np.zeros((2, 3), np.float32)
     params = {"pos_weight": np.ones(3, np.float32), "weight": np.ones((2, 3), np.float32),
-              "class_weight": np.ones(3, np.float32), "reduction": api.reductions[-1]}
+              "class_weight": np.ones(3, np.float32), "sample_weight": np.ones(2, np.float32),
+              "label_smoothing": 0.125, "reduction": api.reductions[-1]}
     params = {k: v for k, v in params.items() if k == "reduction" or k in api.params}
     kw = adapters.call_plan(api, x, t, params)
     assert kw[api.inputs] is x and kw[api.targets] is t
     for canonical, arg in api.params.items():
-        assert kw[arg] is params[canonical]
+        if canonical == "label_smoothing":  # a Python number, as users pass it
+            assert type(kw[arg]) is float and kw[arg] == 0.125
+        else:
+            assert kw[arg] is params[canonical]
     if api.reduction_arg:
-        assert kw[api.reduction_arg] == api.reductions[-1]
+        assert kw[api.reduction_arg] == api.reduction_values.get(api.reductions[-1], api.reductions[-1])
+    init, rest = adapters.split_init(api, kw)
+    if api.init_args is not None:  # a loss class: constructor options, then (y_true, y_pred, sample_weight)
+        assert api.inputs in rest and api.targets in rest and set(init) <= set(api.init_args)
     for k, v in api.fixed.items():
         assert kw[k] == v
 
 
 def test_documented_mappings():
-    by_id = {a.id: a for a in APIS}
+    by_id = {a.id: a for a in APIS if not a.framework.startswith("keras[")}
     torch_idx = by_id["torch.nn.functional.cross_entropy[index]"]
-    assert torch_idx.params == {"class_weight": "weight"} and torch_idx.convention("mean") == "target_weight"
+    assert torch_idx.params == {"class_weight": "weight", "label_smoothing": "label_smoothing"}
+    assert torch_idx.convention("mean") == "target_weight"
     assert by_id["torch.nn.functional.cross_entropy[probs]"].convention("mean") == "elements"
     assert by_id["torch.nn.functional.binary_cross_entropy_with_logits"].params == {
         "pos_weight": "pos_weight", "weight": "weight"}
@@ -88,6 +96,15 @@ def test_cannot_express_names_the_reason():
     assert "pos_weight" in sig.cannot_express({"pos_weight": np.ones(2)}, "float32")
     assert "reduction 'mean'" in sig.cannot_express({"reduction": "mean"}, "float32")
     assert sig.cannot_express({"reduction": "none"}, "float32") is None
+
+
+def test_keras_backends_share_one_table():
+    tables = {fw: [a.id for a in adapters.load(fw).apis] for fw in adapters.MODULES if fw.startswith("keras[")}
+    assert set(tables) == {"keras[tensorflow]", "keras[jax]", "keras[torch]", "keras[numpy]"}
+    assert len({tuple(t) for t in tables.values()}) == 1
+    assert all(a.framework == fw for fw in tables for a in adapters.load(fw).apis)
+    mean = next(a for a in adapters.load("keras[jax]").apis if a.id == "keras.losses.CategoricalCrossentropy")
+    assert mean.reduction_values == {"mean": "sum_over_batch_size"} and "label_smoothing" in mean.init_args
 
 
 def test_importing_adapters_imports_no_framework():

@@ -121,7 +121,7 @@ ERRORS = [
     ("sparse-huge-target", sparse_case(targets=[2**70, 0]), ["'bad-case'", "targets", "int64"]),
     ("rowwise-1d", sparse_case(inputs=[0.0, 1.0], targets=0), ["'bad-case'", "inputs", "2-D"]),
     ("no-classes", sparse_case(inputs=[[], []]), ["'bad-case'", "inputs", "no classes"]),
-    ("unknown-param", case(params={"label_smoothing": 0.1}), ["'bad-case'", "params.label_smoothing"]),
+    ("unknown-param", case(params={"temperature": 0.1}), ["'bad-case'", "params.temperature"]),
     ("class-weight-on-sigmoid", case(params={"class_weight": [1.0, 1.0]}), ["'bad-case'", "params.class_weight"]),
     ("params-not-object", case(params=[1]), ["'bad-case'", "params"]),
     ("pos-weight-length", case(params={"pos_weight": [1.0, 2.0, 3.0]}),

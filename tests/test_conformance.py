@@ -23,7 +23,7 @@ SEED = 0
 CORPUS = build_corpus(SEED)
 KNOWN = expectations.load()
 #: XENTC_FRAMEWORKS=torch,jax restricts the suite (tox envs use it); default: every framework
-FRAMEWORKS = [f for f in os.environ.get("XENTC_FRAMEWORKS", ",".join(adapters.MODULES)).split(",") if f]
+FRAMEWORKS = [f for f in os.environ.get("XENTC_FRAMEWORKS", ",".join(adapters.DEFAULT_FRAMEWORKS)).split(",") if f]
 _TASKS, _SKIPPED = runner.plan(CORPUS, adapters.all_apis(FRAMEWORKS), DTYPES)
 ROWS = sorted([(t.api.framework, t.api.id, t.case.id, t.dtype) for t in _TASKS]
               + [(r["framework"], r["api"], r["case_id"], r["dtype"]) for r in _SKIPPED])
@@ -68,9 +68,12 @@ def test_conformance(framework, api, case_id, dtype):
                                        for f in FRAMEWORKS])
 def test_expectations_not_stale(framework):
     rows = list(results_of(framework).values())
-    apis = {r["api"] for r in rows if r["status"] != "unsupported"}
+    apis = {(r["framework"], r["api"]) for r in rows if r["status"] != "unsupported"}
     if not apis:
         pytest.skip(f"{framework} unavailable: nothing ran")
+    broken = [f"{r['api']} {r['case_id']} {r['dtype']}: {r['repro']}" for r in rows
+              if str(r["repro"]).startswith(runner.REPRO_FAILED)]
+    assert not broken, "repro generation failed (a harness bug):\n" + "\n".join(broken[:10])
     stale = expectations.stale(KNOWN, rows, apis)
     assert not stale, "stale expectations (the behaviour is gone: delete or narrow them):\n" + "\n".join(
         f"  {k.label()} [api {pat}]" for k, pat in stale)

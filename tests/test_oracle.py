@@ -41,7 +41,8 @@ def _unreduced(case, dtype: str) -> np.ndarray:
     for a in [x, t] + [p[k] for k in sorted(p) if k in ARRAY_PARAMS]:
         h.update(repr((a.shape, a.dtype.str)).encode())
         h.update(np.ascontiguousarray(a).tobytes())
-    key = (case.family, dtype, tuple(sorted(k for k in p if k in ARRAY_PARAMS)), h.hexdigest())
+    scalars = tuple(sorted((k, v) for k, v in p.items() if k not in ARRAY_PARAMS and k != "reduction"))
+    key = (case.family, dtype, tuple(sorted(k for k in p if k in ARRAY_PARAMS)), scalars, h.hexdigest())
     if key not in _UNREDUCED:
         if len(_UNREDUCED) >= 8:  # siblings are adjacent in the corpus; millions of live mpf slow the GC
             _UNREDUCED.pop(next(iter(_UNREDUCED)))

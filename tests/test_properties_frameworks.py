@@ -27,7 +27,7 @@ BATCH = 12
 
 
 def _apis_for(framework):
-    return [a for a in adapters.load(framework).APIS if a.family in LOGIT_FAMILIES]
+    return [a for a in adapters.load(framework).apis if a.family in LOGIT_FAMILIES]
 
 
 @st.composite
@@ -81,7 +81,7 @@ def _run(cases, framework):
 SETTINGS = settings(max_examples=4, suppress_health_check=list(HealthCheck), deadline=None)
 
 
-@pytest.mark.parametrize("framework", [pytest.param(f, marks=pytest.mark.xdist_group(f)) for f in adapters.MODULES])
+@pytest.mark.parametrize("framework", [pytest.param(f, marks=pytest.mark.xdist_group(f)) for f in adapters.DEFAULT_FRAMEWORKS])
 @SETTINGS
 @given(cases=batches(well_scaled=False))
 def test_finite_logits_give_finite_losses(framework, cases):
@@ -91,7 +91,7 @@ def test_finite_logits_give_finite_losses(framework, cases):
                                 for r in bad.itertuples())
 
 
-@pytest.mark.parametrize("framework", [pytest.param(f, marks=pytest.mark.xdist_group(f)) for f in adapters.MODULES])
+@pytest.mark.parametrize("framework", [pytest.param(f, marks=pytest.mark.xdist_group(f)) for f in adapters.DEFAULT_FRAMEWORKS])
 @SETTINGS
 @given(cases=batches(well_scaled=True))
 def test_well_scaled_problems_agree_semantically(framework, cases):

@@ -65,8 +65,8 @@ def test_ids_are_category_family_name():
 def test_every_family_in_every_category():
     have = {(c.category, c.family) for c in CORPUS}
     missing = {(k, f) for k in CATEGORIES for f in FAMILIES} - have
-    # soft labels have no class-index form; sparse_categorical keeps its one-hot "soft_labels" case
-    assert missing == {("soft_labels", "sparse_softmax")}
+    # every family now has a soft-labels case: label smoothing makes index targets soft
+    assert missing == set()
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=lambda c: c.id)
