@@ -29,9 +29,8 @@ MODULES: dict[str, str] = {
     "keras[torch]": "adapters.keras",
     "keras[numpy]": "adapters.keras",
 }
-#: what `xentc run` and the test suite run unless told otherwise. The Keras 3 backends are
-#: opt-in (`--frameworks all`, or by name) until their expectations are written (M2).
-DEFAULT_FRAMEWORKS: tuple[str, ...] = ("torch", "tensorflow", "jax")
+#: what `xentc run` and the test suite run unless told otherwise: every registered framework.
+DEFAULT_FRAMEWORKS: tuple[str, ...] = tuple(MODULES)
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xentc", description="Cross-entropy conformance harness")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the cases on every API and write results and a report")
-    r.add_argument("--frameworks", help="comma-separated frameworks, or 'all' (default: torch,tensorflow,jax; "
-                   "also keras[tensorflow], keras[jax], keras[torch], keras[numpy])")
+    r.add_argument("--frameworks", help="comma-separated subset of torch, tensorflow, jax, keras[tensorflow], "
+                   "keras[jax], keras[torch], keras[numpy] (default: all)")
     r.add_argument("--dtypes", help="comma-separated subset of " + ",".join(DTYPES) + " (default: all)")
     r.add_argument("--cases", metavar="FILE", help="a JSON case file (default: the built-in corpus)")
     r.add_argument("--out", metavar="DIR", default="reports/latest", help="output directory (default: reports/latest)")

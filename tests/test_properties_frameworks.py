@@ -23,6 +23,10 @@ from harness.casefile import Case
 from harness.spec import FAMILIES
 
 LOGIT_FAMILIES = ("sigmoid", "softmax", "sparse_softmax")
+#: The float64 check B cannot hold for Keras 3 by design: its loss classes compute in float32
+#: (keras.config.floatx()) and, on jax/torch, keras.ops.mean reduces float64 in float32 - both
+#: recorded in cases/expectations.toml and graded by the conformance suite.
+PROPERTY_FRAMEWORKS = ("torch", "tensorflow", "jax")
 BATCH = 12
 
 
@@ -81,7 +85,7 @@ def _run(cases, framework):
 SETTINGS = settings(max_examples=4, suppress_health_check=list(HealthCheck), deadline=None)
 
 
-@pytest.mark.parametrize("framework", [pytest.param(f, marks=pytest.mark.xdist_group(f)) for f in adapters.DEFAULT_FRAMEWORKS])
+@pytest.mark.parametrize("framework", [pytest.param(f, marks=pytest.mark.xdist_group(f)) for f in PROPERTY_FRAMEWORKS])
 @SETTINGS
 @given(cases=batches(well_scaled=False))
 def test_finite_logits_give_finite_losses(framework, cases):
@@ -91,7 +95,7 @@ def test_finite_logits_give_finite_losses(framework, cases):
                                 for r in bad.itertuples())
 
 
-@pytest.mark.parametrize("framework", [pytest.param(f, marks=pytest.mark.xdist_group(f)) for f in adapters.DEFAULT_FRAMEWORKS])
+@pytest.mark.parametrize("framework", [pytest.param(f, marks=pytest.mark.xdist_group(f)) for f in PROPERTY_FRAMEWORKS])
 @SETTINGS
 @given(cases=batches(well_scaled=True))
 def test_well_scaled_problems_agree_semantically(framework, cases):

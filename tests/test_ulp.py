@@ -249,3 +249,14 @@ def test_tolerance_table_lists_every_dtype():
 def test_families_rowwise_flags_used_by_terms_per_output():
     assert {f for f, fam in FAMILIES.items() if fam.rowwise} == {
         "softmax", "sparse_softmax", "categorical", "sparse_categorical"}
+
+
+def test_grade_compares_classes_in_the_tested_dtype():
+    """A float32 result for float16 inputs is graded as float16: 131008 overflows to inf there,
+    like the reference, so the classes agree (finite vs inf would be a false mismatch)."""
+    from harness.compare import grade
+
+    g = grade(np.array([131008.0], np.float32), np.array([131008.0]), "float16", 4)
+    assert g.status == "match"
+    g = grade(np.array([1.0], np.float32), np.array([131008.0]), "float16", 4)
+    assert g.status == "nonfinite_mismatch"
