@@ -179,6 +179,10 @@ def cases(draw, family: str | None = None, finite: bool = False, max_classes: in
         params["weight"] = _array(draw, shape, weight_values())
     if "class_weight" in fam.params and draw(st.booleans()):
         params["class_weight"] = _array(draw, (C,), weight_values())
+    if "sample_weight" in fam.params and draw(st.booleans()):
+        params["sample_weight"] = _array(draw, shape[:-1], weight_values())
+    if "label_smoothing" in fam.params and draw(st.booleans()):
+        params["label_smoothing"] = draw(st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]))
     reduction = draw(st.one_of(st.none(), st.sampled_from(REDUCTIONS)))
     if reduction is not None:
         params["reduction"] = reduction

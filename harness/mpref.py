@@ -425,11 +425,9 @@ def _unreduced(family: str, inputs, targets, params: Mapping[str, Any], prec: in
 
 
 def _divide(num: MPF, den: MPF) -> MPF:
-    """num/den with IEEE semantics for den = 0 (0/0 and nan/0 are nan, x/0 is +-inf)."""
+    """A mean's num/den; a zero denominator (no weight at all) leaves the mean undefined: nan."""
     if _is_zero(den):
-        if _is_zero(num) or _isnan(num):
-            return NAN
-        return INF if _is_pos(num) else -INF
+        return NAN
     return num / den
 
 

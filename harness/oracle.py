@@ -11,7 +11,8 @@ Independent of every framework under test (numpy only). Conventions, stated once
   exactly one +inf logit, softmax is the one-hot of that class (log-softmax 0 there, -inf
   elsewhere); with several +inf logits the limit depends on their rates, so it is undefined (nan).
 * A row of all -inf logits has no softmax (nan terms).
-* Undefined reductions (mean over nothing, 0/0) are nan.
+* Undefined reductions are nan: a mean over nothing, and a weighted mean whose weights sum
+  to zero (whatever the weighted sum).
 
 Accuracy: every formula is arranged so its terms are non-negative for valid inputs (no
 cancellation), log(sum exp) is computed as log1p(sum of the non-maximal terms), and
@@ -238,6 +239,8 @@ def reduce(per, reduction, mean="elements", *, family=None, targets=None, class_
         k = np.asarray(targets)
         valid = (k >= 0) & (k < class_weight.shape[0])
         den = np.sum(np.where(valid, class_weight[np.where(valid, k, 0)], 0))
+        if den == 0:  # no weight at all: the weighted mean is undefined, whatever the sum
+            return np.asarray(np.nan, dtype=per.dtype)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.asarray(np.sum(per) / den)
     return np.asarray(_mean(per))

@@ -53,6 +53,11 @@ def _worst(group: pd.DataFrame) -> pd.Series:
     return g.sort_values(["_sev", "_ulp"], ascending=[True, False]).iloc[0]
 
 
+def label(framework: str, api: str) -> str:
+    """An API's name in the report: Keras 3 ids repeat on every backend, so they carry it."""
+    return f"{api} · {framework}" if framework.startswith("keras[") else api
+
+
 def matrix(df: pd.DataFrame) -> list[str]:
     cats = [c for c in ["baseline", "extreme", "soft_labels", "weights", "shapes"] if c in set(df.category)]
     cats += sorted(set(df.category) - set(cats))
@@ -60,7 +65,7 @@ def matrix(df: pd.DataFrame) -> list[str]:
     cols = [(c, d) for c in cats for d in dts]
     lines = ["| API | " + " | ".join(f"{md(c)} {DTYPE_ABBR[d]}" for c, d in cols) + " |",
              "|---|" + "---|" * len(cols)]
-    for api, g in df.groupby("api", sort=True):
+    for (fw, api), g in df.groupby(["framework", "api"], sort=True):
         cells = []
         for c, d in cols:
             sub = g[(g.category == c) & (g.dtype == d)]
@@ -73,8 +78,60 @@ def matrix(df: pd.DataFrame) -> list[str]:
             if w.status in ("match", "discrepancy") and not np.isnan(ulp_max):
                 txt += f" {fmt_ulp(ulp_max)}"
             cells.append(txt)
-        lines.append(f"| `{md(api)}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{md(label(fw, api))}` | " + " | ".join(cells) + " |")
     return lines
+
+
+def coverage(apis: list[dict]) -> list[str]:
+    """API x canonical parameter: the argument it maps to, or not expressible."""
+    if not apis:
+        return []
+    params = [p for p in apis[0]["params"]]
+    L = ["## Parameter coverage", "",
+         "Each canonical parameter and the argument an API takes it as; `—` not expressible. "
+         "Reductions name the API's own value where it differs (Keras' `sum_over_batch_size`).", "",
+         "| API | family | " + " | ".join(params) + " | reductions | fixed | composition |",
+         "|---|---|" + "---|" * len(params) + "---|---|---|"]
+    for a in apis:
+        cells = [f"`{md(a['params'][p])}`" if a["params"].get(p) else "—" for p in params]
+        red = ", ".join(r if v == r else f"{r} (`{md(v)}`)" for r, v in a["reductions"].items())
+        if a.get("reduction_arg"):
+            red += f" via `{md(a['reduction_arg'])}`"
+        fixed = ", ".join(f"{md(k)}={md(v)}" for k, v in a["fixed"].items())
+        L.append(f"| `{md(label(a['framework'], a['api']))}` | {md(a['family'])} | " + " | ".join(cells)
+                 + f" | {red} | {fixed} | {md(a['composition'])} |")
+    return L + [""]
+
+
+def backend_disagreements(df: pd.DataFrame, limit: int = 60) -> list[str]:
+    """Where the same Keras 3 call gives a different status on different backends, and why
+    (the expectations that explain each backend's row)."""
+    k = df[df.framework.str.startswith("keras[") & (df.status != "unsupported")]
+    if k.empty or k.framework.nunique() < 2:
+        return []
+    rows = []
+    for (api, case, dtype), g in k.groupby(["api", "case_id", "dtype"], sort=True):
+        if g.status.nunique() > 1:
+            rows.append((api, case, dtype, g))
+    L = ["## Keras backends that disagree", "",
+         f"The same `keras.losses` call on the same inputs, with a different outcome per backend: "
+         f"{len(rows)} (API, case, dtype) combinations. Each cell: the backend's status and largest ULP "
+         f"error on that case; the reasons are the expectations that cover the failing rows.", ""]
+    if not rows:
+        return L + ["None in this run.", ""]
+    fws = sorted(k.framework.unique())
+    L += ["| API | case | dtype | " + " | ".join(fws) + " | why |",
+          "|---|---|---|" + "---|" * len(fws) + "---|"]
+    for api, case, dtype, g in rows[:limit]:
+        by = {r.framework: r for r in g.itertuples()}
+        cells = [f"{by[f].status} ({fmt_ulp(by[f].max_ulp)} ulp)" if f in by else "" for f in fws]
+        why = sorted({r.known_reason.split(":")[0] + ": " + r.known_reason.split(":", 1)[1][:110] + "…"
+                      for r in g.itertuples() if r.known_reason})
+        L.append(f"| `{md(api)}` | `{md(case)}` | {dtype} | "
+                 + " | ".join(md(c) for c in cells) + " | " + md(" / ".join(why)) + " |")
+    if len(rows) > limit:
+        L.append(f"| … {len(rows) - limit} more in results.csv | | |" + " |" * len(fws) + " |")
+    return L + [""]
 
 
 def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
@@ -110,13 +167,16 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
           "`CRASH` worker died, `·` not expressible by the API.", ""]
     L += matrix(df) + [""]
 
+    L += coverage(meta.get("apis", []))
+
     L += ["## Tolerance", "", "| dtype | allowed ULP (n = terms summed into one output) |", "|---|---|"]
     L += [f"| {d} | {r} |" for d, r in tolerance_table()] + [""]
 
     # groups: (api, dtype, category, status)
     groups = []
-    for key, g in failing.groupby(["api", "dtype", "category", "status"], sort=False):
-        groups.append((key, g, _worst(g)))
+    for (fw, api, dtype, cat, status), g in failing.groupby(["framework", "api", "dtype", "category", "status"],
+                                                           sort=False):
+        groups.append(((label(fw, api), dtype, cat, status), g, _worst(g)))
     groups.sort(key=lambda kg: (SEVERITY.index(kg[0][3]), -float(np.nan_to_num(kg[2].max_ulp, nan=-1.0, posinf=1e300)),
                                 kg[0][0], kg[0][1], kg[0][2]))
 
@@ -124,18 +184,20 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
     if not fin.empty:
         L += ["## Worst findings", "", "The largest departure of each (API, dtype), worst first.", "",
               "| API | dtype | case | input | reference | framework | ULP | known |", "|---|---|---|---|---|---|---|---|"]
-        per = [(_worst(g)) for _, g in fin.groupby(["api", "dtype"])]
+        per = [(_worst(g)) for _, g in fin.groupby(["framework", "api", "dtype"])]
         per.sort(key=lambda r: (SEVERITY.index(r.status), -float(np.nan_to_num(r.max_ulp, posinf=1e300))))
         for r in per[:25]:
-            L.append(f"| `{md(r.api)}` | {r.dtype} | `{md(r.case_id)}` | {md(r.worst_input)} | {r.expected:.9g} | "
+            L.append(f"| `{md(label(r.framework, r.api))}` | {r['dtype']} | `{md(r.case_id)}` | {md(r.worst_input)} | {r.expected:.9g} | "
                      f"{r.actual:.9g} | {fmt_ulp(r.max_ulp)} | {'yes' if r.known else '**no**'} |")
         L.append("")
+
+    L += backend_disagreements(df)
 
     L += ["## Discrepancy groups", "",
           "One group per (API, dtype, category, status), worst first; the repro calls the API on the exact "
           "inputs of the worst row (cut to its worst element or row when unreduced).", ""]
     for (api, dtype, cat, status), g, w in groups:
-        fname = safe_name(api, w.case_id, dtype)
+        fname = safe_name(w.framework, api, w.case_id, dtype)
         if w.repro:
             with open(os.path.join(repro_dir, fname), "w") as f:
                 f.write(w.repro)

@@ -44,8 +44,25 @@ def git_revision() -> str:
         return "unknown"
 
 
+def api_table(frameworks) -> list[dict]:
+    """Each API's declaration as data, for reports (parameter coverage) without the registry."""
+    import adapters
+    from harness.spec import PARAMS
+
+    out = []
+    for a in adapters.all_apis(frameworks):
+        params = {p: a.params.get(p) for p in PARAMS if p != "reduction"}
+        out.append({"framework": a.framework, "api": a.id, "family": a.family, "params": params,
+                    "reductions": {r: a.reduction_values.get(r, r) for r in a.reductions},
+                    "reduction_arg": a.reduction_arg, "fixed": {k: repr(v) for k, v in a.fixed.items()},
+                    "composition": f"{a.prepare[0]} then {a.name}" if a.prepare else "",
+                    "dtypes": list(a.dtypes), "conventions": {k: a.convention(k) for k in ("mean", "axis_mean")}})
+    return out
+
+
 def run_metadata(*, versions: dict, seed: int, cases_source: str, frameworks, dtypes, elapsed_s: float) -> dict:
     return {
+        "apis": api_table(frameworks),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "revision": git_revision(),
         "seed": seed,

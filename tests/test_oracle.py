@@ -299,3 +299,14 @@ def test_mpref_is_precision_independent(case):
                     assert (u == v) or (mp.isnan(u) and mp.isnan(v)), (d, conv, i, u, v)
                 else:
                     assert abs(u - v) <= abs(v) * mp.mpf(2) ** -120, (d, conv, i, u, v)
+
+
+def test_weighted_mean_with_zero_total_weight_is_undefined():
+    """A weighted mean whose target weights sum to zero is undefined (nan) even when the weighted
+    sum is positive (label smoothing puts mass on a weighted class): found by the property tests."""
+    x, k = np.zeros((1, 4)), np.array([0])
+    p = {"class_weight": np.array([0.0, 0.0, 1e6, 0.0]), "label_smoothing": 0.6, "reduction": "mean"}
+    conv = {"mean": "target_weight"}
+    assert oracle.loss("sparse_softmax", x, k, {**p, "reduction": "sum"}, conv) > 0
+    assert np.isnan(oracle.loss("sparse_softmax", x, k, p, conv))
+    assert mpmath.isnan(mpref.loss("sparse_softmax", x, k, p, conv).ravel()[0])

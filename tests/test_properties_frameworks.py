@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import adapters
@@ -66,6 +66,10 @@ def logit_case(draw, i: int, well_scaled: bool) -> Case:
         if draw(st.booleans()):
             params["class_weight"] = np.array(draw(st.lists(wts, min_size=c, max_size=c)))
         t = k if FAMILIES[fam].targets == "index" else np.eye(c)[k]
+    if draw(st.booleans()):
+        params["label_smoothing"] = draw(st.sampled_from([0.1, 0.25]) if well_scaled else st.floats(0, 1))
+    if draw(st.booleans()):
+        params["sample_weight"] = np.array(draw(st.lists(wts, min_size=n, max_size=n)))
     return Case(f"hypothesis/{fam}/{i}", fam, x.astype(np.float64), t, params, ("float64",) if well_scaled
                 else ("float32", "float64"))
 
@@ -101,7 +105,7 @@ def test_finite_logits_give_finite_losses(framework, cases):
 def test_well_scaled_problems_agree_semantically(framework, cases):
     df = _run(cases, framework)
     ran = df[df.status != "unsupported"]
-    assert not ran.empty
+    assume(not ran.empty)  # a batch no API of this framework can express tests nothing
     assert set(_api.id for _api in _apis_for(framework)) >= set(ran.api)
     bad = ran[~(ran.status.isin(["match", "discrepancy"]) & (ran.max_rel_err <= 1e-9))]
     assert bad.empty, "\n".join(f"{r.api} {r.case_id} {r.status} rel {r.max_rel_err}: {r.worst_input}\n{r.repro}"
