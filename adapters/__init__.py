@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from harness.spec import SCALAR_PARAMS, Api
+from harness.spec import INT_PARAMS, SCALAR_PARAMS, Api
 
 #: framework name -> adapter module
 MODULES: dict[str, str] = {
@@ -112,7 +112,9 @@ def call_plan(api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any])
         if canonical not in given:
             continue
         v = given[canonical]
-        if canonical in SCALAR_PARAMS:
+        if canonical in INT_PARAMS:
+            kwargs[arg] = int(v)
+        elif canonical in SCALAR_PARAMS:
             kwargs[arg] = float(v)  # a Python number, as users pass it
         else:
             kwargs[arg] = v if isinstance(v, np.ndarray) else np.asarray(v, dtype=x.dtype)

@@ -82,9 +82,10 @@ FRAMEWORKS = {
 FN = partial(Api, framework=GENERIC_NAME, inputs="y_pred", targets="y_true")
 #: loss classes: constructor arguments, then instance(y_true, y_pred, sample_weight=...)
 CLS = partial(FN, reductions=REDUCTIONS, reduction_arg="reduction", reduction_values=KERAS_REDUCTION,
-              init_args=("from_logits", "label_smoothing", "reduction", "axis"))
+              init_args=("from_logits", "label_smoothing", "reduction", "axis", "ignore_class"))
 
 _LOGITS = {"from_logits": True}
+_IGNORE = {"ignore_index": "ignore_class"}
 _BIN = {"axis_mean": True}
 APIS = [
     # functions: one value per sample, no reduction, no sample_weight
@@ -96,9 +97,9 @@ APIS = [
        params={"label_smoothing": "label_smoothing"}),
     FN(name="keras.losses.categorical_crossentropy", variant="from_logits", family="softmax",
        params={"label_smoothing": "label_smoothing"}, fixed=_LOGITS),
-    FN(name="keras.losses.sparse_categorical_crossentropy", family="sparse_categorical"),
+    FN(name="keras.losses.sparse_categorical_crossentropy", family="sparse_categorical", params=_IGNORE),
     FN(name="keras.losses.sparse_categorical_crossentropy", variant="from_logits", family="sparse_softmax",
-       fixed=_LOGITS),
+       params=_IGNORE, fixed=_LOGITS),
     # classes: reductions and sample_weight
     CLS(name="keras.losses.BinaryCrossentropy", family="binary", conventions=_BIN,
         params={"label_smoothing": "label_smoothing", "sample_weight": "sample_weight"}),
@@ -109,7 +110,7 @@ APIS = [
     CLS(name="keras.losses.CategoricalCrossentropy", variant="from_logits", family="softmax",
         params={"label_smoothing": "label_smoothing", "sample_weight": "sample_weight"}, fixed=_LOGITS),
     CLS(name="keras.losses.SparseCategoricalCrossentropy", family="sparse_categorical",
-        params={"sample_weight": "sample_weight"}),
+        params={"sample_weight": "sample_weight", **_IGNORE}),
     CLS(name="keras.losses.SparseCategoricalCrossentropy", variant="from_logits", family="sparse_softmax",
-        params={"sample_weight": "sample_weight"}, fixed=_LOGITS),
+        params={"sample_weight": "sample_weight", **_IGNORE}, fixed=_LOGITS),
 ]

@@ -67,7 +67,8 @@ APIS = [
     KERAS(name="tf.keras.losses.categorical_crossentropy", family="categorical", params=SMOOTH, conventions={}),
     KERAS(name="tf.keras.losses.categorical_crossentropy", variant="from_logits", family="softmax", params=SMOOTH,
           conventions={}, fixed={"from_logits": True}),
-    KERAS(name="tf.keras.losses.sparse_categorical_crossentropy", family="sparse_categorical", conventions={}),
+    KERAS(name="tf.keras.losses.sparse_categorical_crossentropy", family="sparse_categorical", conventions={},
+          params={"ignore_index": "ignore_class"}),
     KERAS(name="tf.keras.losses.sparse_categorical_crossentropy", variant="from_logits", family="sparse_softmax",
-          conventions={}, fixed={"from_logits": True}),
+          conventions={}, params={"ignore_index": "ignore_class"}, fixed={"from_logits": True}),
 ]

@@ -65,10 +65,11 @@ APIS = [
     API(name=F + "binary_cross_entropy", family="binary", inputs="input", targets="target",
         params={"weight": "weight"}),
     API(name=F + "cross_entropy", variant="index", family="sparse_softmax", inputs="input", targets="target",
-        params={"class_weight": "weight", "label_smoothing": "label_smoothing"}, conventions={"mean": "target_weight"}),
+        params={"class_weight": "weight", "label_smoothing": "label_smoothing", "ignore_index": "ignore_index"},
+        conventions={"mean": "target_weight"}),
     API(name=F + "cross_entropy", variant="probs", family="softmax", inputs="input", targets="target",
         params={"class_weight": "weight", "label_smoothing": "label_smoothing"}),
     API(name=F + "nll_loss", variant="log_softmax", family="sparse_softmax", inputs="input", targets="target",
-        params={"class_weight": "weight"}, conventions={"mean": "target_weight"},
+        params={"class_weight": "weight", "ignore_index": "ignore_index"}, conventions={"mean": "target_weight"},
         prepare=(F + "log_softmax", {"dim": -1})),
 ]

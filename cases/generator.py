@@ -290,6 +290,8 @@ def logit_rows_cases(fam: str, seed: int) -> list[Case]:
     add(f"baseline/{fam}/class_weight-mean", x, y, params={"class_weight": r.uniform(0.2, 3, 10), "reduction": "mean"})
     yt = _dense_to(fam, y)
     out += _smoothing_and_sample_weights(fam, x, yt, seed)
+    if sparse:
+        out += ignore_index_cases(fam, x, yt, seed)
     for red in ("none", "mean"):
         add(f"weights/{fam}/class_weight-label_smoothing-{red}", x, y,
             params={"class_weight": r.uniform(0.2, 3, 10), "label_smoothing": 0.1, "reduction": red})
@@ -341,6 +343,8 @@ def prob_rows_cases(F: str, seed: int) -> list[Case]:
     for red in ("none", "sum", "mean"):
         add(f"baseline/{F}/random-{red}", p, y, params={"reduction": red})
     out += _smoothing_and_sample_weights(F, p, _dense_to(F, y), seed)
+    if sparse:
+        out += ignore_index_cases(F, p, _dense_to(F, y), seed)
     return out
 
 
@@ -357,6 +361,24 @@ def _smoothing_and_sample_weights(fam: str, x: np.ndarray, t: np.ndarray, seed: 
                         ("bfloat16", "float32", "float64")))
     out.append(Case(f"soft_labels/{fam}/label_smoothing-sample_weight-mean", fam, x, t,
                     {"label_smoothing": 0.1, "sample_weight": sw, "reduction": "mean"}, None))
+    return out
+
+
+def ignore_index_cases(fam: str, x: np.ndarray, k: np.ndarray, seed: int) -> list[Case]:
+    """ignore_index: targets of -100 (PyTorch's default) or of a real class; with class weights;
+    and a batch where every target is ignored (the mean is undefined)."""
+    out = []
+    k = np.asarray(k).copy()
+    k100 = k.copy()
+    k100[::3] = -100
+    for red in ("none", "sum", "mean"):
+        out.append(Case(f"weights/{fam}/ignore_index--100-{red}", fam, x, k100, {"ignore_index": -100, "reduction": red}))
+    ignore_class = int(k[0])
+    out.append(Case(f"weights/{fam}/ignore_index-class-mean", fam, x, k, {"ignore_index": ignore_class, "reduction": "mean"}))
+    r = _rng(seed, f"weights/{fam}/ignore_index")
+    out.append(Case(f"weights/{fam}/ignore_index-class_weight-mean", fam, x, k100,
+                    {"ignore_index": -100, "class_weight": r.uniform(0.2, 3, x.shape[-1]), "reduction": "mean"}))
+    out.append(Case(f"shapes/{fam}/all-ignored-mean", fam, x, np.full_like(k, -100), {"ignore_index": -100, "reduction": "mean"}))
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .dtypes import format_number, parse_number, to_dtype
-from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, REDUCTIONS, SCALAR_PARAMS, category_of
+from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, INT_PARAMS, REDUCTIONS, SCALAR_PARAMS, category_of
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
 CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes"}
@@ -65,7 +65,8 @@ class Case:
         d: dict[str, Any] = {"id": self.id, "family": self.family, "inputs": arr(self.inputs),
                              "targets": arr(self.targets)}
         if self.params:
-            d["params"] = {k: (arr(v) if k in ARRAY_PARAMS else format_number(v) if k in SCALAR_PARAMS else v)
+            d["params"] = {k: (arr(v) if k in ARRAY_PARAMS else v if k in INT_PARAMS
+                               else format_number(v) if k in SCALAR_PARAMS else v)
                            for k, v in self.params.items()}
         if self.dtypes is not None:
             d["dtypes"] = list(self.dtypes)
@@ -178,6 +179,11 @@ def parse_case(obj: Any, where: str) -> Case:
             if v not in REDUCTIONS:
                 raise CaseFileError(f"{pw}: must be one of {', '.join(REDUCTIONS)}, got {v!r}")
             params[k] = v
+            continue
+        if k in INT_PARAMS:
+            if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
+                raise CaseFileError(f"{pw}: expected an integer")
+            params[k] = int(v)
             continue
         if k in SCALAR_PARAMS:
             if isinstance(v, (list, dict)):

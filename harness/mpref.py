@@ -358,6 +358,11 @@ def unreduced(family: str, inputs, targets, params: Mapping[str, Any] | None = N
     params = dict(params or {})
     eps = params.pop("label_smoothing", None)
     sw = params.pop("sample_weight", None)
+    ii = params.pop("ignore_index", None)
+    ignored = None
+    if ii is not None and FAMILIES[family].targets == "index":
+        ignored = np.asarray(targets) == ii
+        targets = np.where(ignored, 0, targets)
     per = _unreduced(family, inputs, targets, params, prec)
     if eps is not None:
         per = _smoothed(per, family, inputs, params, float(eps), prec)
@@ -367,6 +372,8 @@ def unreduced(family: str, inputs, targets, params: Mapping[str, Any] | None = N
         with mp.workprec(prec + GUARD):
             vals = [NAN if math.isnan(w) else mul0(MPF(w), v) for w, v in zip(swb.ravel().tolist(), per.ravel())]
         per = _obj(vals, per.shape)
+    if ignored is not None:  # an ignored row contributes exactly 0, whatever its values
+        per = _obj([ZERO if ig else v for ig, v in zip(ignored.ravel().tolist(), per.ravel())], per.shape)
     return per
 
 
@@ -457,10 +464,14 @@ def reduce(per: np.ndarray, family: str, targets, params: Mapping[str, Any] | No
         elif reduction == "mean":
             cw = params.get("class_weight")
             k = np.asarray(targets)
+            ii = params.get("ignore_index") if fam.targets == "index" else None
+            kept = [i for i in k.ravel().tolist() if ii is None or i != ii] if fam.targets == "index" else None
             if conv["mean"] == "target_weight" and fam.targets == "index" and cw is not None:
                 W = [MPF(v) for v in np.asarray(cw, dtype=np.float64).ravel().tolist()]
-                den = mp.fsum([W[i] for i in k.ravel().tolist() if 0 <= i < len(W)])
+                den = mp.fsum([W[i] for i in kept if 0 <= i < len(W)])
                 res = _obj([_divide(_sum(list(per.ravel())), den)], ())
+            elif ii is not None:  # ignored rows leave the count
+                res = _obj([_divide(_sum(list(per.ravel())), MPF(len(kept)))], ())
             else:
                 res = _obj([_mean(list(per.ravel()))], ())
         else:

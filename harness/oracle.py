@@ -176,6 +176,10 @@ def loss(
     sw = w(params.get("sample_weight"))
     eps = params.get("label_smoothing")
     reduction = params.get("reduction", "none")
+    ignored = None
+    if params.get("ignore_index") is not None and fam.targets == "index":
+        ignored = t == params["ignore_index"]
+        t = np.where(ignored, 0, t)  # any valid class: the row's value is discarded below
 
     per = _unreduced(family, x, t, pw, ew, cw)
     if eps is not None:  # affine in the targets: no smoothed target is ever rounded
@@ -195,7 +199,9 @@ def loss(
     if sw is not None:
         swb = sw if per.ndim == sw.ndim else sw[..., None]
         per = _nan_if(mul0(swb, per), np.broadcast_to(swb, per.shape))
-    return reduce(per, reduction, conv["mean"], family=family, targets=t, class_weight=cw)
+    if ignored is not None:
+        per = np.where(ignored, per.dtype.type(0), per)
+    return reduce(per, reduction, conv["mean"], family=family, targets=t, class_weight=cw, ignored=ignored)
 
 
 def _unreduced(family, x, t, pw, ew, cw):
@@ -224,9 +230,10 @@ def _mean(a, axis=None):
         )
 
 
-def reduce(per, reduction, mean="elements", *, family=None, targets=None, class_weight=None):
+def reduce(per, reduction, mean="elements", *, family=None, targets=None, class_weight=None, ignored=None):
     """Apply a canonical reduction. mean="target_weight" divides by the sum of the
-    targets' class weights (PyTorch's weighted mean for class-index targets)."""
+    targets' class weights (PyTorch's weighted mean for class-index targets); ignored rows
+    (ignore_index) leave the denominator. A zero denominator leaves the mean undefined (nan)."""
     per = np.asarray(per)
     if reduction == "none":
         return per
@@ -234,13 +241,19 @@ def reduce(per, reduction, mean="elements", *, family=None, targets=None, class_
         return np.asarray(np.sum(per))
     if reduction != "mean":
         raise ValueError(f"unknown reduction {reduction!r}")
+    keep = np.ones(per.shape, bool) if ignored is None else ~np.asarray(ignored)
     if mean == "target_weight" and targets is not None and np.asarray(targets).dtype.kind in "iu" \
             and class_weight is not None:
         k = np.asarray(targets)
-        valid = (k >= 0) & (k < class_weight.shape[0])
+        valid = (k >= 0) & (k < class_weight.shape[0]) & keep
         den = np.sum(np.where(valid, class_weight[np.where(valid, k, 0)], 0))
         if den == 0:  # no weight at all: the weighted mean is undefined, whatever the sum
             return np.asarray(np.nan, dtype=per.dtype)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.asarray(np.sum(per) / den)
+    if ignored is not None:
+        n = int(np.sum(keep))
+        if n == 0:
+            return np.asarray(np.nan, dtype=per.dtype)
+        return np.asarray(np.sum(per) / per.dtype.type(n))
     return np.asarray(_mean(per))

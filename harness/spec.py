@@ -15,6 +15,7 @@ DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
 # --- families ---------------------------------------------------------------
 ROW_PARAMS = ("class_weight", "label_smoothing", "sample_weight", "reduction")
+INDEX_PARAMS = ROW_PARAMS + ("ignore_index",)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ FAMILIES: dict[str, Family] = {
             "-sum_c w_c*y_c*log_softmax(x)_c, 0*log 0 = 0",
         ),
         Family(
-            "sparse_softmax", "logits", "index", True, ROW_PARAMS,
+            "sparse_softmax", "logits", "index", True, INDEX_PARAMS,
             "-w_k*log_softmax(x)_k for target class k",
         ),
         Family(
@@ -61,7 +62,7 @@ FAMILIES: dict[str, Family] = {
             "-sum_c w_c*y_c*log(p_c), 0*log 0 = 0",
         ),
         Family(
-            "sparse_categorical", "probabilities", "index", True, ROW_PARAMS,
+            "sparse_categorical", "probabilities", "index", True, INDEX_PARAMS,
             "-w_k*log(p_k) for target class k",
         ),
     )
@@ -75,10 +76,12 @@ PARAMS: dict[str, str] = {
     "class_weight": "array over the class axis (softmax families): multiplies class c's term",
     "label_smoothing": "number eps in [0, 1]: targets become (1-eps)*y + eps/C (C classes; 2 for the binary families)",
     "sample_weight": "array of inputs.shape[:-1] (one per sample), broadcast over the last axis; multiplies the loss",
+    "ignore_index": "integer (index families): rows whose target equals it contribute 0 and leave the mean's denominator",
     "reduction": "'none', 'sum' or 'mean'",
 }
 ARRAY_PARAMS: tuple[str, ...] = ("pos_weight", "weight", "class_weight", "sample_weight")
-SCALAR_PARAMS: tuple[str, ...] = ("label_smoothing",)
+SCALAR_PARAMS: tuple[str, ...] = ("label_smoothing", "ignore_index")
+INT_PARAMS: tuple[str, ...] = ("ignore_index",)
 REDUCTIONS: tuple[str, ...] = ("none", "sum", "mean")
 
 #: Named reference conventions an API may document (values are the defaults).

@@ -57,13 +57,15 @@ def test_call_plan_maps_every_parameter(api):
     t = np.zeros((2,), np.int64) if fam.targets == "index" else np.zeros((2, 3), np.float32)
     params = {"pos_weight": np.ones(3, np.float32), "weight": np.ones((2, 3), np.float32),
               "class_weight": np.ones(3, np.float32), "sample_weight": np.ones(2, np.float32),
-              "label_smoothing": 0.125, "reduction": api.reductions[-1]}
+              "label_smoothing": 0.125, "ignore_index": -100, "reduction": api.reductions[-1]}
     params = {k: v for k, v in params.items() if k == "reduction" or k in api.params}
     kw = adapters.call_plan(api, x, t, params)
     assert kw[api.inputs] is x and kw[api.targets] is t
     for canonical, arg in api.params.items():
         if canonical == "label_smoothing":  # a Python number, as users pass it
             assert type(kw[arg]) is float and kw[arg] == 0.125
+        elif canonical == "ignore_index":
+            assert type(kw[arg]) is int and kw[arg] == -100
         else:
             assert kw[arg] is params[canonical]
     if api.reduction_arg:
@@ -78,7 +80,8 @@ def test_call_plan_maps_every_parameter(api):
 def test_documented_mappings():
     by_id = {a.id: a for a in APIS if not a.framework.startswith("keras[")}
     torch_idx = by_id["torch.nn.functional.cross_entropy[index]"]
-    assert torch_idx.params == {"class_weight": "weight", "label_smoothing": "label_smoothing"}
+    assert torch_idx.params == {"class_weight": "weight", "label_smoothing": "label_smoothing",
+                                "ignore_index": "ignore_index"}
     assert torch_idx.convention("mean") == "target_weight"
     assert by_id["torch.nn.functional.cross_entropy[probs]"].convention("mean") == "elements"
     assert by_id["torch.nn.functional.binary_cross_entropy_with_logits"].params == {
