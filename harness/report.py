@@ -103,6 +103,43 @@ def coverage(apis: list[dict]) -> list[str]:
     return L + [""]
 
 
+SEMANTIC_KINDS = ("by-design", "convention")
+
+
+def differences(df: pd.DataFrame, known) -> list[str]:
+    """Two tables, one row per known behaviour (an expectations entry): semantic differences by
+    design (documented conventions, clipping, dtype policies) apart from numerical
+    discrepancies (precision lost, bugs). Each row: the APIs it covers, an example, the reason."""
+    failing = df[df.status.isin(FAILING)]
+    by_entry: dict[int, list] = {}
+    for r in failing.itertuples():
+        k = expectations.match(known, r._asdict())
+        if k is not None:
+            by_entry.setdefault(id(k), [k, []])[1].append(r)
+    out: list[str] = []
+    for title, kinds in (("Semantic differences by design", SEMANTIC_KINDS),
+                         ("Numerical discrepancies", ("precision", "bug"))):
+        entries = [(k, rows) for k, rows in by_entry.values() if k.kind in kinds]
+        out += [f"## {title}", "",
+                ("Documented or deliberate conventions that differ from the mathematics (or between APIs a user "
+                 "would take as interchangeable): what each returns and why." if kinds == SEMANTIC_KINDS else
+                 "APIs missing the value of their own documented definition: precision lost or wrong results."),
+                "", "| kind | APIs (rows) | example: case, input | reference | framework | why | source |",
+                "|---|---|---|---|---|---|---|"]
+        if not entries:
+            out += ["| | none in this run | | | | | |", ""]
+            continue
+        for k, rows in entries:
+            names = sorted({label(r.framework, r.api) for r in rows})
+            shown = ", ".join(f"`{md(n)}`" for n in names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            ex = max(rows, key=lambda r: (r.status == "nonfinite_mismatch", np.nan_to_num(r.max_ulp, posinf=1e300)))
+            out.append(f"| {k.kind} | {shown} ({len(rows)}) | `{md(ex.case_id)}` {ex.dtype}: {md(ex.worst_input)} "
+                       f"| {ex.expected:.9g} | {ex.actual:.9g} ({md(label(ex.framework, ex.api))}) | {md(k.reason)} "
+                       f"| {md(k.ref) if k.ref else ''} |")
+        out.append("")
+    return out
+
+
 def backend_disagreements(df: pd.DataFrame, limit: int = 60) -> list[str]:
     """Where the same Keras 3 call gives a different status on different backends, and why
     (the expectations that explain each backend's row)."""
@@ -191,6 +228,7 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
                      f"{r.actual:.9g} | {fmt_ulp(r.max_ulp)} | {'yes' if r.known else '**no**'} |")
         L.append("")
 
+    L += differences(df, known)
     L += backend_disagreements(df)
 
     L += ["## Discrepancy groups", "",

@@ -1,0 +1,67 @@
+"""report.md from a results table: synthetic rows (no framework), checking where each finding
+is shown, that backends are kept apart, and that everything from the table is escaped."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from harness import report
+from harness.expectations import Known
+from harness.spec import RESULT_COLUMNS
+
+
+def row(**kw):
+    r = dict.fromkeys(RESULT_COLUMNS, "")
+    r.update(category="extreme", family="sigmoid", dtype="float32", quantity="loss", status="match",
+             max_ulp=0.0, tol_ulp=4.0, max_abs_err=0.0, max_rel_err=0.0, expected=1.0, actual=1.0,
+             n_elements=1, seconds=0.0, framework="torch", framework_version="1", device="cpu", repro="")
+    r.update(kw)
+    return r
+
+
+KNOWN = [
+    Known(api=("a.clip",), case=("*",), status=("nonfinite_mismatch",), reason="clips to eps", kind="by-design",
+          ref="https://example.invalid/doc"),
+    Known(api=("a.cancel",), case=("*",), status=("discrepancy",), reason="cancels", kind="precision"),
+]
+
+
+def test_semantic_and_numerical_findings_are_reported_apart(tmp_path):
+    df = pd.DataFrame([
+        row(api="a.clip", case_id="extreme/binary/p0", status="nonfinite_mismatch", expected=np.inf, actual=16.1,
+            worst_input="x=0 z=1", repro="print(1)\n"),
+        row(api="a.cancel", case_id="extreme/sigmoid/x-6", status="discrepancy", max_ulp=900.0, expected=0.0022,
+            actual=0.0023, worst_input="x=-6 z=0", repro="print(2)\n"),
+        row(api="a.fine", case_id="baseline/sigmoid/r"),
+    ])
+    text = open(report.write(df, {"versions": {}}, str(tmp_path), known=KNOWN)).read()
+    semantic = text[text.index("## Semantic differences by design"):text.index("## Numerical discrepancies")]
+    numerical = text[text.index("## Numerical discrepancies"):]
+    assert "a.clip" in semantic and "clips to eps" in semantic and "https://example.invalid/doc" in semantic
+    assert "a.cancel" not in semantic
+    assert "a.cancel" in numerical.split("## ")[1] and "cancels" in numerical
+    assert "2 failing rows: 2 known" in text
+    assert sorted(os.listdir(tmp_path / "repro")) and all(f.endswith(".py") for f in os.listdir(tmp_path / "repro"))
+
+
+def test_keras_backends_are_kept_apart_and_disagreements_listed(tmp_path):
+    rows = [row(api="keras.losses.bce", framework=f"keras[{b}]", case_id="extreme/sigmoid/big",
+                status=("discrepancy" if b == "numpy" else "match"), max_ulp=(300.0 if b == "numpy" else 0.0))
+            for b in ("jax", "numpy", "tensorflow", "torch")]
+    text = open(report.write(pd.DataFrame(rows), {"versions": {}}, str(tmp_path), known=[])).read()
+    assert "`keras.losses.bce · keras[numpy]`" in text and "`keras.losses.bce · keras[jax]`" in text
+    section = text[text.index("## Keras backends that disagree"):]
+    assert "1 (API, case, dtype) combinations" in section
+    assert "discrepancy (300 ulp)" in section and "match (0 ulp)" in section
+
+
+def test_table_values_are_escaped_and_repro_names_stay_inside(tmp_path):
+    evil = "user/<script>alert(1)</script>|../../etc/passwd"
+    df = pd.DataFrame([row(api="a.x", case_id=evil, status="discrepancy", max_ulp=10.0, repro="print(0)\n")])
+    text = open(report.write(df, {"versions": {}}, str(tmp_path), known=[])).read()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    names = os.listdir(tmp_path / "repro")
+    assert len(names) == 1 and "/" not in names[0] and not names[0].startswith(".")
+    assert os.path.dirname(os.path.realpath(tmp_path / "repro" / names[0])) == os.path.realpath(tmp_path / "repro")
