@@ -22,6 +22,25 @@ API = partial(Api, framework="tensorflow")
 KERAS = partial(API, inputs="y_pred", targets="y_true", conventions={"axis_mean": True})
 SMOOTH = {"label_smoothing": "label_smoothing"}
 
+# tf.compat.v1.losses: weights, label_smoothing and a Reduction (values are the enum's strings).
+# The default SUM_BY_NONZERO_WEIGHTS entry takes none/sum/mean; one variant per other mean.
+V1 = partial(API, reduction_arg="reduction")
+_V1_MEANS = {  # variant -> (Reduction value, reference mean convention)
+    "": ("weighted_sum_by_nonzero_weights", "nonzero_weights"),
+    "MEAN": ("weighted_mean", "weight_sum"),
+    "SUM_OVER_BATCH_SIZE": ("weighted_sum_over_batch_size", "elements"),
+}
+
+
+def _v1(name: str, family: str, inputs: str, targets: str, params: dict) -> list[Api]:
+    out = []
+    for variant, (value, mean) in _V1_MEANS.items():
+        out.append(V1(name=name, variant=variant, family=family, inputs=inputs, targets=targets, params=params,
+                      reductions=("none", "sum", "mean") if not variant else ("mean",),
+                      reduction_values={"none": "none", "sum": "weighted_sum", "mean": value},
+                      conventions={"mean": mean}))
+    return out
+
 
 def _setup():
     import tensorflow as tf
@@ -61,6 +80,14 @@ APIS = [
     API(name="tf.nn.softmax_cross_entropy_with_logits", family="softmax", inputs="logits", targets="labels"),
     API(name="tf.nn.sparse_softmax_cross_entropy_with_logits", family="sparse_softmax", inputs="logits",
         targets="labels"),
+    API(name="tf.compat.v1.nn.softmax_cross_entropy_with_logits", family="softmax", inputs="logits",
+        targets="labels"),
+    *_v1("tf.compat.v1.losses.sigmoid_cross_entropy", "sigmoid", "logits", "multi_class_labels",
+         {"weight": "weights", "label_smoothing": "label_smoothing"}),
+    *_v1("tf.compat.v1.losses.softmax_cross_entropy", "softmax", "logits", "onehot_labels",
+         {"sample_weight": "weights", "label_smoothing": "label_smoothing"}),
+    *_v1("tf.compat.v1.losses.sparse_softmax_cross_entropy", "sparse_softmax", "logits", "labels",
+         {"sample_weight": "weights"}),
     KERAS(name="tf.keras.losses.binary_crossentropy", family="binary", params=SMOOTH),
     KERAS(name="tf.keras.losses.binary_crossentropy", variant="from_logits", family="sigmoid", params=SMOOTH,
           fixed={"from_logits": True}),

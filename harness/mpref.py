@@ -470,6 +470,8 @@ def reduce(per: np.ndarray, family: str, targets, params: Mapping[str, Any] | No
                 W = [MPF(v) for v in np.asarray(cw, dtype=np.float64).ravel().tolist()]
                 den = mp.fsum([W[i] for i in kept if 0 <= i < len(W)])
                 res = _obj([_divide(_sum(list(per.ravel())), den)], ())
+            elif conv["mean"] in ("weight_sum", "nonzero_weights"):
+                res = _obj([_divide(_sum(list(per.ravel())), _weight_den(per.shape, params, fam, conv))], ())
             elif ii is not None:  # ignored rows leave the count
                 res = _obj([_divide(_sum(list(per.ravel())), MPF(len(kept)))], ())
             else:
@@ -478,6 +480,19 @@ def reduce(per: np.ndarray, family: str, targets, params: Mapping[str, Any] | No
             raise ValueError(f"unknown reduction {reduction!r}")
     with mp.workprec(prec):
         return _obj([+v for v in res.ravel()], res.shape)
+
+
+def _weight_den(shape, params, fam, conv) -> MPF:
+    """TF v1 denominators: the sum of the applied weights, or the number of nonzero ones."""
+    one = np.ones(shape)
+    sw, ew = params.get("sample_weight"), params.get("weight")
+    a = one if sw is None else np.broadcast_to(
+        np.asarray(sw, np.float64) if len(shape) == np.ndim(sw) else np.asarray(sw, np.float64)[..., None], shape)
+    b = one if (ew is None or fam.rowwise or conv["axis_mean"]) else np.broadcast_to(np.asarray(ew, np.float64), shape)
+    w = [MPF(u) * MPF(v) for u, v in zip(a.ravel().tolist(), b.ravel().tolist())]  # exact products
+    if conv["mean"] == "nonzero_weights":
+        return MPF(sum(1 for v in w if not _is_zero(v)))
+    return mp.fsum(w)
 
 
 def loss(family: str, inputs, targets, params: Mapping[str, Any] | None = None,

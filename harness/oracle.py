@@ -201,7 +201,15 @@ def loss(
         per = _nan_if(mul0(swb, per), np.broadcast_to(swb, per.shape))
     if ignored is not None:
         per = np.where(ignored, per.dtype.type(0), per)
-    return reduce(per, reduction, conv["mean"], family=family, targets=t, class_weight=cw, ignored=ignored)
+    applied = None  # the weights the loss was multiplied by, in its shape (TF v1 means)
+    if conv["mean"] in ("weight_sum", "nonzero_weights"):
+        applied = np.ones(per.shape, dtype=per.dtype)
+        if sw is not None:
+            applied = applied * (sw if per.ndim == sw.ndim else sw[..., None])
+        if ew is not None and not fam.rowwise and not conv["axis_mean"]:
+            applied = applied * ew
+    return reduce(per, reduction, conv["mean"], family=family, targets=t, class_weight=cw, ignored=ignored,
+                  weights=applied)
 
 
 def _unreduced(family, x, t, pw, ew, cw):
@@ -230,7 +238,8 @@ def _mean(a, axis=None):
         )
 
 
-def reduce(per, reduction, mean="elements", *, family=None, targets=None, class_weight=None, ignored=None):
+def reduce(per, reduction, mean="elements", *, family=None, targets=None, class_weight=None, ignored=None,
+           weights=None):
     """Apply a canonical reduction. mean="target_weight" divides by the sum of the
     targets' class weights (PyTorch's weighted mean for class-index targets); ignored rows
     (ignore_index) leave the denominator. A zero denominator leaves the mean undefined (nan)."""
@@ -242,6 +251,13 @@ def reduce(per, reduction, mean="elements", *, family=None, targets=None, class_
     if reduction != "mean":
         raise ValueError(f"unknown reduction {reduction!r}")
     keep = np.ones(per.shape, bool) if ignored is None else ~np.asarray(ignored)
+    if mean in ("weight_sum", "nonzero_weights"):
+        w = np.ones(per.shape, per.dtype) if weights is None else np.broadcast_to(weights, per.shape)
+        den = np.sum(w) if mean == "weight_sum" else per.dtype.type(np.count_nonzero(w))
+        if per.size == 0 or den == 0:  # no weight: undefined
+            return np.asarray(np.nan, dtype=per.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(np.sum(per) / den)
     if mean == "target_weight" and targets is not None and np.asarray(targets).dtype.kind in "iu" \
             and class_weight is not None:
         k = np.asarray(targets)

@@ -85,11 +85,14 @@ INT_PARAMS: tuple[str, ...] = ("ignore_index",)
 REDUCTIONS: tuple[str, ...] = ("none", "sum", "mean")
 
 #: Named reference conventions an API may document (values are the defaults).
-#:   mean:      "elements"      -> mean over every element of the unreduced loss
-#:              "target_weight" -> sum / sum of the targets' class weights (torch, index targets)
+#:   mean:      "elements"        -> mean over every element of the unreduced loss
+#:              "target_weight"   -> sum / sum of the targets' class weights (torch, index targets)
+#:              "weight_sum"      -> sum / sum of the weights applied (TF v1 Reduction.MEAN)
+#:              "nonzero_weights" -> sum / number of nonzero weights (TF v1 SUM_BY_NONZERO_WEIGHTS)
 #:   axis_mean: True            -> elementwise loss is first averaged over the last axis
 #:                                 (Keras' binary_crossentropy returns one value per sample)
 CONVENTIONS: dict[str, Any] = {"mean": "elements", "axis_mean": False}
+MEAN_CONVENTIONS = ("elements", "target_weight", "weight_sum", "nonzero_weights")
 
 # --- statuses and result columns ---------------------------------------------
 STATUSES: dict[str, str] = {
@@ -176,6 +179,8 @@ class Api:
         unknown = set(self.conventions) - set(CONVENTIONS)
         if unknown:
             raise ValueError(f"{self.name}: unknown convention(s) {sorted(unknown)}")
+        if self.conventions.get("mean", "elements") not in MEAN_CONVENTIONS:
+            raise ValueError(f"{self.name}: unknown mean convention {self.conventions['mean']!r}")
 
     @property
     def id(self) -> str:
@@ -188,11 +193,12 @@ class Api:
         """Why this API cannot run the case in `dtype`, or None when it can."""
         if dtype not in self.dtypes:
             return f"dtype {dtype} not supported by {self.id}"
+        r = case_params.get("reduction", "none")  # a case without one asks for the unreduced loss
+        if r not in self.reductions:
+            return f"reduction '{r}' not expressible by {self.id} (has {', '.join(self.reductions)})"
         for p in case_params:
             if p == "reduction":
-                r = case_params[p]
-                if r not in self.reductions:
-                    return f"reduction '{r}' not expressible by {self.id} (has {', '.join(self.reductions)})"
-            elif p not in self.params:
+                continue
+            if p not in self.params:
                 return f"parameter '{p}' not expressible by {self.id}"
         return None

@@ -6,9 +6,10 @@ convention of every logit API is exercised on inputs nobody wrote by hand.
 
 A. Finite logits never give nan/inf, an exception or a crash (the reference is finite there).
 B. Well-scaled problems (float64, |x| <= 30, every output loss >= 0.5, moderate weights):
-   every API agrees with the reference to 1e-9 relative. This is a semantic check (weights,
-   pos_weight, reductions and mean normalisations mapped as documented); ULP-level accuracy
-   is the conformance suite's job.
+   every API agrees with the reference to 1e-9 relative, unless cases/expectations.toml
+   records a documented convention for the row (tf.compat.v1 computes in float32). This is a
+   semantic check (weights, pos_weight, reductions and mean normalisations mapped as
+   documented); ULP-level accuracy is the conformance suite's job.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import adapters
-from harness import runner
+from harness import expectations, runner
 from harness.casefile import Case
 from harness.spec import FAMILIES
 
@@ -28,6 +29,14 @@ LOGIT_FAMILIES = ("sigmoid", "softmax", "sparse_softmax")
 #: recorded in cases/expectations.toml and graded by the conformance suite.
 PROPERTY_FRAMEWORKS = ("torch", "tensorflow", "jax")
 BATCH = 12
+KNOWN = expectations.load()
+
+
+def _by_convention(row) -> bool:
+    """Covered by a documented convention (e.g. tf.compat.v1's float32 cast): the one source of
+    truth for known behaviour excuses it here too; precision losses and bugs are not excused."""
+    k = expectations.match(KNOWN, row)
+    return k is not None and k.kind in ("convention", "by-design")
 
 
 def _apis_for(framework):
@@ -108,5 +117,6 @@ def test_well_scaled_problems_agree_semantically(framework, cases):
     assume(not ran.empty)  # a batch no API of this framework can express tests nothing
     assert set(_api.id for _api in _apis_for(framework)) >= set(ran.api)
     bad = ran[~(ran.status.isin(["match", "discrepancy"]) & (ran.max_rel_err <= 1e-9))]
+    bad = bad[[not _by_convention(r) for r in bad.to_dict("records")]]
     assert bad.empty, "\n".join(f"{r.api} {r.case_id} {r.status} rel {r.max_rel_err}: {r.worst_input}\n{r.repro}"
                                 for r in bad.itertuples())
