@@ -308,9 +308,9 @@ def prob_rows_cases(F: str, seed: int) -> list[Case]:
 
     def add(cid, p, y, params=None, dtypes=None):
         y = np.asarray(y, float)
-        if sparse and (y.shape[0] == 0 or not np.all(y.max(axis=-1) == 1) or not np.all(y.sum(axis=-1) == 1)):
-            if y.shape[0] != 0:
-                return  # soft targets have no index form
+        one_hot = y.shape[0] == 0 or (np.all(y.max(axis=-1) == 1) and np.all(y.sum(axis=-1) == 1))
+        if sparse and not one_hot:
+            return  # soft targets have no index form
         out.append(_row_case(F, cid, p, _dense_to(F, y), params, dtypes))
 
     add(f"extreme/{F}/zero-prob", np.array([[0.0, 0.5, 0.5, 0.0], [0.0, 0.5, 0.5, 0.0]]), np.stack([e[1], e[0]]))
