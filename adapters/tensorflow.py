@@ -19,7 +19,8 @@ from adapters import Framework
 from harness.spec import Api
 
 API = partial(Api, framework="tensorflow")
-KERAS = partial(API, inputs="y_pred", targets="y_true", conventions={"axis_mean": True})
+KERAS = partial(API, inputs="y_pred", targets="y_true")
+_BIN = {"axis_mean": True}  # binary_crossentropy averages over the last axis
 SMOOTH = {"label_smoothing": "label_smoothing"}
 
 # tf.compat.v1.losses: weights, label_smoothing and a Reduction (values are the enum's strings).
@@ -88,14 +89,14 @@ APIS = [
          {"sample_weight": "weights", "label_smoothing": "label_smoothing"}),
     *_v1("tf.compat.v1.losses.sparse_softmax_cross_entropy", "sparse_softmax", "logits", "labels",
          {"sample_weight": "weights"}),
-    KERAS(name="tf.keras.losses.binary_crossentropy", family="binary", params=SMOOTH),
+    KERAS(name="tf.keras.losses.binary_crossentropy", family="binary", params=SMOOTH, conventions=_BIN),
     KERAS(name="tf.keras.losses.binary_crossentropy", variant="from_logits", family="sigmoid", params=SMOOTH,
-          fixed={"from_logits": True}),
-    KERAS(name="tf.keras.losses.categorical_crossentropy", family="categorical", params=SMOOTH, conventions={}),
+          conventions=_BIN, fixed={"from_logits": True}),
+    KERAS(name="tf.keras.losses.categorical_crossentropy", family="categorical", params=SMOOTH),
     KERAS(name="tf.keras.losses.categorical_crossentropy", variant="from_logits", family="softmax", params=SMOOTH,
-          conventions={}, fixed={"from_logits": True}),
-    KERAS(name="tf.keras.losses.sparse_categorical_crossentropy", family="sparse_categorical", conventions={},
+          fixed={"from_logits": True}),
+    KERAS(name="tf.keras.losses.sparse_categorical_crossentropy", family="sparse_categorical",
           params={"ignore_index": "ignore_class"}),
     KERAS(name="tf.keras.losses.sparse_categorical_crossentropy", variant="from_logits", family="sparse_softmax",
-          conventions={}, params={"ignore_index": "ignore_class"}, fixed={"from_logits": True}),
+          params={"ignore_index": "ignore_class"}, fixed={"from_logits": True}),
 ]

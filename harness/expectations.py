@@ -127,12 +127,12 @@ def stale(known: Iterable[Known], rows: Iterable[Mapping], apis_run: Iterable[tu
 
 
 def annotate(df, known: list[Known]):
-    """Add columns `known` (bool) and `known_reason` to a results DataFrame."""
-    reasons = []
-    for r in df.to_dict("records"):
-        k = match(known, r)
-        reasons.append("" if k is None else f"{k.kind}: {k.reason}")
+    """Add columns `known` (bool), `known_reason` and `known_entry` (index into `known`, -1 if
+    none) to a results DataFrame."""
+    index = {id(k): i for i, k in enumerate(known)}
+    entries = [match(known, r) for r in df.to_dict("records")]
     df = df.copy()
-    df["known_reason"] = reasons
-    df["known"] = df["known_reason"] != ""
+    df["known_entry"] = [-1 if k is None else index[id(k)] for k in entries]
+    df["known_reason"] = ["" if k is None else f"{k.kind}: {k.reason}" for k in entries]
+    df["known"] = df["known_entry"] >= 0
     return df

@@ -109,13 +109,11 @@ SEMANTIC_KINDS = ("by-design", "convention")
 def differences(df: pd.DataFrame, known) -> list[str]:
     """Two tables, one row per known behaviour (an expectations entry): semantic differences by
     design (documented conventions, clipping, dtype policies) apart from numerical
-    discrepancies (precision lost, bugs). Each row: the APIs it covers, an example, the reason."""
-    failing = df[df.status.isin(FAILING)]
+    discrepancies (precision lost, bugs). Each row: the APIs it covers, an example, the reason.
+    `df` is annotated (expectations.annotate)."""
     by_entry: dict[int, list] = {}
-    for r in failing.itertuples():
-        k = expectations.match(known, r._asdict())
-        if k is not None:
-            by_entry.setdefault(id(k), [k, []])[1].append(r)
+    for r in df[df.known].itertuples():
+        by_entry.setdefault(r.known_entry, [known[r.known_entry], []])[1].append(r)
     out: list[str] = []
     for title, kinds in (("Semantic differences by design", SEMANTIC_KINDS),
                          ("Numerical discrepancies", ("precision", "bug"))):

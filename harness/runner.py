@@ -93,9 +93,10 @@ class Reference:
 REPRO_FAILED = "# repro failed: "
 
 
-def _snippet(fw, task: Task, idx) -> str:
-    """The repro of a row; a harness bug here is recorded in the row, never loses the run."""
-    x, t, p = task.case.in_dtype(task.dtype)
+def _snippet(fw, task: Task, idx, data) -> str:
+    """The repro of a row (data: the case in the row's dtype); a harness bug here is recorded
+    in the row, never loses the run."""
+    x, t, p = data
     try:
         return repro.snippet(fw, task.api, task.dtype, x, t, p, idx)
     except Exception as e:  # noqa: BLE001 - reported in the row and failed by the test suite
@@ -106,9 +107,9 @@ def _fmt(v: float) -> str:
     return f"{float(v):.9g}"
 
 
-def worst_input(case: Case, api: Api, dtype: str, idx: tuple[int, ...] | None) -> str:
-    """The inputs behind the worst output element, as short text."""
-    x, t, p = case.in_dtype(dtype)
+def worst_input(case: Case, api: Api, data, idx: tuple[int, ...] | None) -> str:
+    """The inputs behind the worst output element, as short text (data: the case in the row's dtype)."""
+    x, t, p = data
     if case.reduction != "none" or idx is None or idx == ():
         return f"whole case (reduction={case.reduction}, inputs shape {x.shape})"
     fam = FAMILIES[case.family]
@@ -221,15 +222,16 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                    expected=g.expected, actual=g.actual, n_elements=int(out.size), actual_dtype=out.dtype.name,
                    reference=label, detail=detail, seconds=seconds)
         if g.status != "match":
-            row["worst_input"] = worst_input(task.case, task.api, task.dtype, idx)
-            row["repro"] = _snippet(fws[task.api.framework], task, idx)
+            data = task.case.in_dtype(task.dtype)  # rounded once for both
+            row["worst_input"] = worst_input(task.case, task.api, data, idx)
+            row["repro"] = _snippet(fws[task.api.framework], task, idx, data)
         finish(task, **row)
 
     def failed_row(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
         ref, label = reference(task.case, task.api, task.dtype)
         finish(task, status=status, detail=detail, seconds=seconds, reference=label,
                expected=float(np.asarray(ref, np.float64).ravel()[0]) if ref.size else np.nan,
-               repro=_snippet(fws[task.api.framework], task, None))
+               repro=_snippet(fws[task.api.framework], task, None, task.case.in_dtype(task.dtype)))
 
     handles = {fw: WorkerHandle(fw, log_dir) for fw in frameworks if queues[fw]}
     try:
