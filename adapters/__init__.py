@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from harness.spec import INT_PARAMS, SCALAR_PARAMS, Api
+from harness.spec import INT_PARAMS, PARAM_KINDS, SCALAR_PARAMS, Api
 
 #: framework name -> adapter module
 MODULES: dict[str, str] = {
@@ -109,20 +109,35 @@ def call_plan(api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any])
     kwargs: dict[str, Any] = {api.targets: t, api.inputs: x}
     given = {**api.defaults, **{k: v for k, v in params.items() if k != "reduction"}}
     for canonical, arg in api.params.items():
-        if canonical not in given:
+        if canonical not in given or arg is None:  # absent, or consumed by prepare_targets / derive
             continue
         v = given[canonical]
+        kind = PARAM_KINDS[canonical]
         if canonical in INT_PARAMS:
             kwargs[arg] = int(v)
         elif canonical in SCALAR_PARAMS:
             kwargs[arg] = float(v)  # a Python number, as users pass it
+        elif kind == "bool":
+            kwargs[arg] = bool(v)
+        elif kind in ("int_array", "bool_array"):
+            kwargs[arg] = np.asarray(v, dtype=np.int64 if kind == "int_array" else bool)
         else:
             kwargs[arg] = v if isinstance(v, np.ndarray) else np.asarray(v, dtype=x.dtype)
+    if api.derive is not None:
+        kwargs.update(api.derive(x, t, given))
     if api.reduction_arg is not None:
         r = params.get("reduction", "none")
         kwargs[api.reduction_arg] = api.reduction_values.get(r, r)
     kwargs.update(api.fixed)
     return kwargs
+
+
+def target_transform(api: Api, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(qualified name, keyword arguments) of the function applied to the targets first, or None."""
+    if api.prepare_targets is None:
+        return None
+    name, mapping = api.prepare_targets
+    return name, {kw: float(params[canonical]) for kw, canonical in mapping.items()}
 
 
 def split_init(api: Api, kwargs: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -136,11 +151,22 @@ def split_init(api: Api, kwargs: dict[str, Any]) -> tuple[dict[str, Any] | None,
 def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
     """Call `api` through framework `fw` (already set up) and return its output as numpy."""
     kwargs = call_plan(api, x, t, params)
-    native = {k: (fw.to_native(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+
+    def native(v):
+        if isinstance(v, np.ndarray):
+            return fw.to_native(v)
+        if isinstance(v, tuple):
+            return tuple(native(u) for u in v)
+        return v
+
+    kw = {k: native(v) for k, v in kwargs.items()}
     if api.prepare is not None:
         pname, pkw = api.prepare
-        native[api.inputs] = fw.resolve(pname)(native[api.inputs], **pkw)
-    init, rest = split_init(api, native)
+        kw[api.inputs] = fw.resolve(pname)(kw[api.inputs], **pkw)
+    tt = target_transform(api, params)
+    if tt is not None:
+        kw[api.targets] = fw.resolve(tt[0])(kw[api.targets], **tt[1])
+    init, rest = split_init(api, kw)
     fn = fw.resolve(api.name)
     out = fn(**rest) if init is None else fn(**init)(**rest)
     return fw.to_numpy(out)

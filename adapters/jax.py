@@ -1,7 +1,9 @@
 """JAX / optax cross-entropy APIs (CPU, jax_enable_x64 so float64 is float64).
 
-optax losses return the unreduced loss (elementwise for sigmoid_binary_cross_entropy, one
-value per row for the softmax ones) and take no weights or reductions.
+optax losses return the unreduced loss (elementwise for sigmoid_binary_cross_entropy and
+sigmoid_focal_loss, one value per row for the softmax ones) and take no weights or reductions.
+softmax_cross_entropy(_with_integer_labels) and poly_loss_cross_entropy take `axis` and
+`where` (optax >= 0.2.4: "elements to include in the computation").
 """
 from __future__ import annotations
 
@@ -50,9 +52,18 @@ FRAMEWORK = Framework(
          "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"},
 )
 
+AXIS_WHERE = {"axis": "axis", "where": "where"}
 APIS = [
     API(name="optax.sigmoid_binary_cross_entropy", family="sigmoid"),
-    API(name="optax.softmax_cross_entropy", family="softmax"),
-    API(name="optax.softmax_cross_entropy_with_integer_labels", family="sparse_softmax"),
+    API(name="optax.softmax_cross_entropy", family="softmax", params=AXIS_WHERE),
+    API(name="optax.softmax_cross_entropy_with_integer_labels", family="sparse_softmax", params=AXIS_WHERE),
     API(name="optax.safe_softmax_cross_entropy", family="softmax"),
+    API(name="optax.sigmoid_focal_loss", family="sigmoid_focal", params={"alpha": "alpha", "gamma": "gamma"}),
+    # optax's default epsilon is 2.0: run only on cases that state their Poly-1 coefficient
+    API(name="optax.losses.poly_loss_cross_entropy", family="softmax", params={"poly_epsilon": "epsilon", **AXIS_WHERE},
+        required=("poly_epsilon",)),
+    # label smoothing is a separate function in optax: smooth_labels(labels, alpha), then the loss
+    API(name="optax.softmax_cross_entropy", variant="smooth_labels", family="softmax",
+        params={"label_smoothing": None}, prepare_targets=("optax.smooth_labels", {"alpha": "label_smoothing"}),
+        required=("label_smoothing",)),
 ]

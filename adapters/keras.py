@@ -10,7 +10,11 @@ keras/src/backend/<backend>/nn.py, keras 3.15.1):
 * label_smoothing: categorical y*(1-eps) + eps/C, binary z*(1-eps) + 0.5*eps (both are
   the reference's (1-eps)*y + eps/C with C outcomes);
 * the loss classes reduce with "sum_over_batch_size" (the mean over samples, sample weights
-  included in the sum: the canonical "mean"), "sum" or "none";
+  included in the sum: the canonical "mean"), its alias "mean", "mean_with_sample_weight"
+  (the sum divided by the sum of the sample weights), "sum" or "none";
+* focal losses: binary_focal_crossentropy applies alpha only with apply_class_balancing=True
+  (a variant of its own); categorical_focal_crossentropy always multiplies by alpha; with
+  from_logits=True both apply sigmoid / softmax and continue on probabilities;
 * probabilities are clipped to [epsilon, 1 - epsilon] (epsilon 1e-7) and categorical ones
   divided by their sum: documented departures recorded in cases/expectations.toml.
 """
@@ -82,35 +86,52 @@ FRAMEWORKS = {
 FN = partial(Api, framework=GENERIC_NAME, inputs="y_pred", targets="y_true")
 #: loss classes: constructor arguments, then instance(y_true, y_pred, sample_weight=...)
 CLS = partial(FN, reductions=REDUCTIONS, reduction_arg="reduction", reduction_values=KERAS_REDUCTION,
-              init_args=("from_logits", "label_smoothing", "reduction", "axis", "ignore_class"))
+              init_args=("from_logits", "label_smoothing", "reduction", "axis", "ignore_class", "alpha", "gamma",
+                         "apply_class_balancing"))
+#: the other names of a mean: "mean" is an alias of "sum_over_batch_size"; "mean_with_sample_weight"
+#: divides by the sum of the sample weights (keras/src/losses/loss.py, reduce_values).
+MEAN_VARIANTS = {"mean": ("mean", "elements"), "mean_with_sample_weight": ("mean_with_sample_weight", "weight_sum")}
 
 _LOGITS = {"from_logits": True}
-_IGNORE = {"ignore_index": "ignore_class"}
 _BIN = {"axis_mean": True}
-APIS = [
-    # functions: one value per sample, no reduction, no sample_weight
-    FN(name="keras.losses.binary_crossentropy", family="binary", conventions=_BIN,
-       params={"label_smoothing": "label_smoothing"}),
-    FN(name="keras.losses.binary_crossentropy", variant="from_logits", family="sigmoid", conventions=_BIN,
-       params={"label_smoothing": "label_smoothing"}, fixed=_LOGITS),
-    FN(name="keras.losses.categorical_crossentropy", family="categorical",
-       params={"label_smoothing": "label_smoothing"}),
-    FN(name="keras.losses.categorical_crossentropy", variant="from_logits", family="softmax",
-       params={"label_smoothing": "label_smoothing"}, fixed=_LOGITS),
-    FN(name="keras.losses.sparse_categorical_crossentropy", family="sparse_categorical", params=_IGNORE),
-    FN(name="keras.losses.sparse_categorical_crossentropy", variant="from_logits", family="sparse_softmax",
-       params=_IGNORE, fixed=_LOGITS),
-    # classes: reductions and sample_weight
-    CLS(name="keras.losses.BinaryCrossentropy", family="binary", conventions=_BIN,
-        params={"label_smoothing": "label_smoothing", "sample_weight": "sample_weight"}),
-    CLS(name="keras.losses.BinaryCrossentropy", variant="from_logits", family="sigmoid", conventions=_BIN,
-        params={"label_smoothing": "label_smoothing", "sample_weight": "sample_weight"}, fixed=_LOGITS),
-    CLS(name="keras.losses.CategoricalCrossentropy", family="categorical",
-        params={"label_smoothing": "label_smoothing", "sample_weight": "sample_weight"}),
-    CLS(name="keras.losses.CategoricalCrossentropy", variant="from_logits", family="softmax",
-        params={"label_smoothing": "label_smoothing", "sample_weight": "sample_weight"}, fixed=_LOGITS),
-    CLS(name="keras.losses.SparseCategoricalCrossentropy", family="sparse_categorical",
-        params={"sample_weight": "sample_weight", **_IGNORE}),
-    CLS(name="keras.losses.SparseCategoricalCrossentropy", variant="from_logits", family="sparse_softmax",
-        params={"sample_weight": "sample_weight", **_IGNORE}, fixed=_LOGITS),
+SMOOTH_AXIS = {"label_smoothing": "label_smoothing", "axis": "axis"}
+SPARSE = {"ignore_index": "ignore_class", "axis": "axis"}
+FOCAL = {"gamma": "gamma", **SMOOTH_AXIS}
+#: (function, class, family on probabilities, family on logits, parameters, conventions, extra)
+LOSSES = [
+    ("binary_crossentropy", "BinaryCrossentropy", "binary", "sigmoid", SMOOTH_AXIS, _BIN, {}),
+    ("categorical_crossentropy", "CategoricalCrossentropy", "categorical", "softmax", SMOOTH_AXIS, {}, {}),
+    ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy", "sparse_categorical", "sparse_softmax",
+     SPARSE, {}, {}),
+    # apply_class_balancing=False: alpha is not used
+    ("binary_focal_crossentropy", "BinaryFocalCrossentropy", "binary_focal", "sigmoid_focal", FOCAL, _BIN, {}),
+    # apply_class_balancing=True: alpha*z + (1-alpha)*(1-z) always applies, so the case must give alpha
+    ("binary_focal_crossentropy", "BinaryFocalCrossentropy", "binary_focal", "sigmoid_focal",
+     {"alpha": "alpha", **FOCAL}, _BIN, {"variant": "balanced", "fixed": {"apply_class_balancing": True},
+                                          "required": ("alpha",)}),
+    # alpha always multiplies (default 0.25): a case without alpha is passed alpha=1
+    ("categorical_focal_crossentropy", "CategoricalFocalCrossentropy", "categorical_focal", "softmax_focal",
+     {"alpha": "alpha", **FOCAL}, {}, {"defaults": {"alpha": 1.0}}),
 ]
+
+
+def _entries() -> list[Api]:
+    out = []
+    for fn, cls, probs, logits, params, conv, extra in LOSSES:
+        extra = dict(extra)
+        base = extra.pop("variant", "")
+        fixed = extra.pop("fixed", {})
+        for fam, logit_kw in ((probs, {}), (logits, _LOGITS)):
+            variant = ",".join(v for v in ("from_logits" if logit_kw else "", base) if v)
+            kw = dict(family=fam, params=params, conventions=conv, fixed={**fixed, **logit_kw}, **extra)
+            out.append(FN(name=f"keras.losses.{fn}", variant=variant, **kw))
+            cparams = {**params, "sample_weight": "sample_weight"}
+            out.append(CLS(name=f"keras.losses.{cls}", variant=variant, **{**kw, "params": cparams}))
+            for name, (value, mean) in MEAN_VARIANTS.items():
+                out.append(CLS(name=f"keras.losses.{cls}", variant=",".join(v for v in (variant, f"reduction={name}") if v),
+                               **{**kw, "params": cparams, "reductions": ("mean",),
+                                  "reduction_values": {"mean": value}, "conventions": {**conv, "mean": mean}}))
+    return out
+
+
+APIS = _entries()

@@ -2,7 +2,10 @@
 TensorFlow backend, which is what `tf.keras` is in TF >= 2.16).
 
 Conventions:
-* tf.nn.*_with_logits return the unreduced loss (elementwise, or one value per row).
+* tf.nn.*_with_logits return the unreduced loss (elementwise, or one value per row);
+  softmax_cross_entropy_with_logits takes the class `axis`.
+* tf.nn.sampled_softmax_loss / nce_loss are given fixed `sampled_values` (sampled classes and
+  expected counts), so the sampled objective is deterministic; they return one loss per example.
 * tf.keras.losses.binary_crossentropy returns the mean over the last axis (one value per
   sample): reference convention axis_mean=True.
 * Keras clips probabilities to [epsilon, 1 - epsilon], epsilon = 1e-7 (keras.config.epsilon()),
@@ -43,6 +46,22 @@ def _v1(name: str, family: str, inputs: str, targets: str, params: dict) -> list
     return out
 
 
+def _sampled_values(x: np.ndarray, t: np.ndarray, params) -> dict:
+    """num_sampled / num_classes / num_true and the fixed sampled_values triple of a case."""
+    s = np.asarray(params["sampled"], dtype=np.int64)
+    return {"num_sampled": int(s.shape[0]), "num_classes": int(np.shape(params["output_weights"])[0]),
+            "num_true": int(t.shape[-1]),
+            "sampled_values": (s, np.asarray(params["true_expected_count"]),
+                               np.asarray(params["sampled_expected_count"]))}
+
+
+SAMPLED = partial(API, inputs="inputs", targets="labels", derive=_sampled_values,
+                  params={"output_weights": "weights", "output_biases": "biases", "sampled": None,
+                          "true_expected_count": None, "sampled_expected_count": None,
+                          "remove_accidental_hits": "remove_accidental_hits"},
+                  defaults={"remove_accidental_hits": False})  # the reference's default, passed explicitly
+
+
 def _setup():
     import tensorflow as tf
 
@@ -78,11 +97,15 @@ APIS = [
     API(name="tf.nn.sigmoid_cross_entropy_with_logits", family="sigmoid", inputs="logits", targets="labels"),
     API(name="tf.nn.weighted_cross_entropy_with_logits", family="sigmoid", inputs="logits", targets="labels",
         params={"pos_weight": "pos_weight"}, defaults={"pos_weight": 1.0}),
-    API(name="tf.nn.softmax_cross_entropy_with_logits", family="softmax", inputs="logits", targets="labels"),
+    API(name="tf.nn.softmax_cross_entropy_with_logits", family="softmax", inputs="logits", targets="labels",
+        params={"axis": "axis"}),
     API(name="tf.nn.sparse_softmax_cross_entropy_with_logits", family="sparse_softmax", inputs="logits",
         targets="labels"),
     API(name="tf.compat.v1.nn.softmax_cross_entropy_with_logits", family="softmax", inputs="logits",
-        targets="labels"),
+        targets="labels", params={"axis": "dim"}),  # v1 spells it dim (axis too, but not both)
+    # fixed sampled values, so the sampled objective is deterministic (subtract_log_q is always on)
+    SAMPLED(name="tf.nn.sampled_softmax_loss", family="sampled_softmax"),
+    SAMPLED(name="tf.nn.nce_loss", family="nce"),
     *_v1("tf.compat.v1.losses.sigmoid_cross_entropy", "sigmoid", "logits", "multi_class_labels",
          {"weight": "weights", "label_smoothing": "label_smoothing"}),
     *_v1("tf.compat.v1.losses.softmax_cross_entropy", "softmax", "logits", "onehot_labels",

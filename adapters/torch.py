@@ -3,6 +3,10 @@
 Conventions cited from the torch.nn.functional documentation (2.x):
 * cross_entropy / nll_loss with class-index targets and `weight`: reduction="mean" divides by
   the sum of the targets' class weights; with class-probability targets it divides by N.
+* the class dimension is 1: cross_entropy / nll_loss take K-dimensional inputs (N, C, d1, ...)
+  (reference: a case's `axis` 1); multilabel_soft_margin_loss averages over the last axis.
+* the module forms (nn.CrossEntropyLoss, ...) take weight / pos_weight / ignore_index /
+  label_smoothing / reduction in the constructor and register the weights as buffers.
 * binary_cross_entropy clamps log outputs to >= -100 ("BCELoss clamps its log function
   outputs to be greater than or equal to -100"): a documented departure, recorded in
   cases/expectations.toml, not modelled by the reference.
@@ -59,17 +63,40 @@ FRAMEWORK = Framework(
 )
 
 F = "torch.nn.functional."
+NN = "torch.nn."
+#: PyTorch's class dimension is 1 (0 for an unbatched input): K-dimensional inputs are (N, C, d1, ...).
+ROWS = partial(API, class_axis=1)
+CE_INDEX = {"class_weight": "weight", "label_smoothing": "label_smoothing", "ignore_index": "ignore_index"}
+CE_PROBS = {"class_weight": "weight", "label_smoothing": "label_smoothing"}
+NLL = {"class_weight": "weight", "ignore_index": "ignore_index"}
+TARGET_MEAN = {"mean": "target_weight"}
+LOG_SOFTMAX = (F + "log_softmax", {"dim": 1})
+#: modules take their options in the constructor and (input, target) in the call
+MODULE_INIT = ("weight", "pos_weight", "ignore_index", "label_smoothing", "reduction")
+
 APIS = [
     API(name=F + "binary_cross_entropy_with_logits", family="sigmoid", inputs="input", targets="target",
         params={"pos_weight": "pos_weight", "weight": "weight"}),
     API(name=F + "binary_cross_entropy", family="binary", inputs="input", targets="target",
         params={"weight": "weight"}),
-    API(name=F + "cross_entropy", variant="index", family="sparse_softmax", inputs="input", targets="target",
-        params={"class_weight": "weight", "label_smoothing": "label_smoothing", "ignore_index": "ignore_index"},
-        conventions={"mean": "target_weight"}),
-    API(name=F + "cross_entropy", variant="probs", family="softmax", inputs="input", targets="target",
-        params={"class_weight": "weight", "label_smoothing": "label_smoothing"}),
-    API(name=F + "nll_loss", variant="log_softmax", family="sparse_softmax", inputs="input", targets="target",
-        params={"class_weight": "weight", "ignore_index": "ignore_index"}, conventions={"mean": "target_weight"},
-        prepare=(F + "log_softmax", {"dim": -1})),
+    ROWS(name=F + "cross_entropy", variant="index", family="sparse_softmax", inputs="input", targets="target",
+         params=CE_INDEX, conventions=TARGET_MEAN),
+    ROWS(name=F + "cross_entropy", variant="probs", family="softmax", inputs="input", targets="target",
+         params=CE_PROBS),
+    ROWS(name=F + "nll_loss", variant="log_softmax", family="sparse_softmax", inputs="input", targets="target",
+         params=NLL, conventions=TARGET_MEAN, prepare=LOG_SOFTMAX),
+    # the mean over the class axis of the weighted sigmoid cross-entropy, one value per sample
+    API(name=F + "multilabel_soft_margin_loss", family="sigmoid", inputs="input", targets="target",
+        params={"weight": "weight"}, conventions={"axis_mean": True}),
+    # module forms: the same computations, options given to the constructor
+    API(name=NN + "BCEWithLogitsLoss", family="sigmoid", inputs="input", targets="target",
+        params={"pos_weight": "pos_weight", "weight": "weight"}, init_args=MODULE_INIT),
+    API(name=NN + "BCELoss", family="binary", inputs="input", targets="target",
+        params={"weight": "weight"}, init_args=MODULE_INIT),
+    ROWS(name=NN + "CrossEntropyLoss", variant="index", family="sparse_softmax", inputs="input", targets="target",
+         params=CE_INDEX, conventions=TARGET_MEAN, init_args=MODULE_INIT),
+    ROWS(name=NN + "CrossEntropyLoss", variant="probs", family="softmax", inputs="input", targets="target",
+         params=CE_PROBS, init_args=MODULE_INIT),
+    ROWS(name=NN + "NLLLoss", variant="log_softmax", family="sparse_softmax", inputs="input", targets="target",
+         params=NLL, conventions=TARGET_MEAN, prepare=LOG_SOFTMAX, init_args=MODULE_INIT),
 ]

@@ -361,6 +361,9 @@ def _smoothing_and_sample_weights(fam: str, x: np.ndarray, t: np.ndarray, seed: 
                         ("bfloat16", "float32", "float64")))
     out.append(Case(f"soft_labels/{fam}/label_smoothing-sample_weight-mean", fam, x, t,
                     {"label_smoothing": 0.1, "sample_weight": sw, "reduction": "mean"}, None))
+    # a degenerate denominator: every sample weight zero (a weighted mean is undefined)
+    out.append(Case(f"shapes/{fam}/sample_weight-all-zero-mean", fam, x, t,
+                    {"sample_weight": np.zeros(x.shape[:-1]), "reduction": "mean"}, None))
     return out
 
 
@@ -382,11 +385,236 @@ def ignore_index_cases(fam: str, x: np.ndarray, k: np.ndarray, seed: int) -> lis
     return out
 
 
+def focal_cases(F: str, seed: int) -> list[Case]:
+    """Focal families: gamma 0 (plain cross-entropy), 0.5, 2, 5; alpha; extreme logits and
+    probabilities; label smoothing (applied to the targets); sample weights under each reduction."""
+    fam = FAMILIES[F]
+    logits = fam.inputs == "logits"
+    out: list[Case] = []
+    r = _rng(seed, f"baseline/{F}")
+    if fam.rowwise:
+        x = r.normal(0, 3, (8, 6)) if logits else _probs(r, 8, 6)
+        t = _softmax_targets(r, 8, 6, "onehot")
+        soft = _softmax_targets(r, 8, 6, "dirichlet-large")
+    else:
+        x = r.normal(0, 3, (8, 6)) if logits else r.uniform(0.02, 0.98, (8, 6))
+        t = r.choice([0.0, 1.0], (8, 6))
+        soft = r.uniform(0, 1, (8, 6))
+
+    def add(cid, x, t, params=None, dtypes=None):
+        out.append(Case(cid, F, np.asarray(x, np.float64), np.asarray(t, np.float64), dict(params or {}), dtypes))
+
+    for red in ("none", "sum", "mean"):
+        add(f"baseline/{F}/random-{red}", x, t, {"reduction": red})
+    for g in (0.0, 0.5, 5.0):
+        add(f"baseline/{F}/gamma-{g:g}", x, t, {"gamma": g})
+    for a in (0.25, 0.9):
+        add(f"baseline/{F}/alpha-{a:g}", x, t, {"alpha": a, "gamma": 2.0})
+    add(f"soft_labels/{F}/soft-targets", x, soft, {"alpha": 0.25})
+    for eps in (0.1, 0.25):
+        add(f"soft_labels/{F}/label_smoothing-{eps:g}", x, t, {"label_smoothing": eps, "alpha": 0.25})
+    sw = 10.0 ** r.uniform(-3, 3, x.shape[:-1])
+    sw.flat[0] = 0.0
+    for red in ("none", "sum", "mean"):
+        add(f"weights/{F}/sample_weight-{red}", x, t, {"sample_weight": sw, "alpha": 0.25, "reduction": red},
+            ("bfloat16", "float32", "float64"))
+    add(f"shapes/{F}/sample_weight-all-zero-mean", x, t, {"sample_weight": np.zeros(x.shape[:-1]), "reduction": "mean"})
+    add(f"shapes/{F}/empty-mean", np.zeros((0, 4)), np.zeros((0, 4)), {"reduction": "mean"})
+    add(f"shapes/{F}/batch1", x[:1], t[:1])
+    if fam.rowwise:
+        xw = r.normal(0, 5, (2, LARGE_C)) if logits else _probs(r, 2, LARGE_C, 2.0)
+        add(f"shapes/{F}/classes-{LARGE_C}-mean", xw, onehot([7, LARGE_C - 1], LARGE_C), {"reduction": "mean"})
+        add(f"shapes/{F}/one-class", x[:3, :1] if logits else np.ones((3, 1)), np.ones((3, 1)))
+        x2 = r.normal(0, 4, (4, 2)) if logits else _probs(r, 4, 2)
+        add(f"shapes/{F}/two-classes", x2, np.eye(2)[[0, 1, 1, 0]])
+    else:
+        xw = r.normal(0, 5, (2, LARGE_C)) if logits else r.uniform(0.001, 0.999, (2, LARGE_C))
+        add(f"shapes/{F}/wide-mean", xw, r.integers(0, 2, (2, LARGE_C)).astype(float), {"reduction": "mean"})
+    if not fam.rowwise and logits:
+        zs = [0.0, 0.5, 1.0]
+        gx, gz = _grid(_special_values(), zs)
+        add(f"extreme/{F}/specials", gx, gz, {"alpha": 0.25})
+        for d in DTYPES:
+            vals = [v for th in thresholds(d).values() for v in (th, -th)] + _finfo_values(d)
+            gx, gz = _grid(vals, zs)
+            add(f"extreme/{F}/thresholds-{d}", gx, gz, {"gamma": 2.0}, (d,))
+    elif not fam.rowwise:
+        for d in DTYPES:
+            fi = finfo(d)
+            vals = [0.0, float(fi.smallest_subnormal), float(fi.tiny), float(fi.eps), 0.5] + _steps(1.0, d, (-2, -1)) + [1.0]
+            gx, gz = _grid(vals, [0.0, 0.5, 1.0])
+            add(f"extreme/{F}/edges-{d}", gx, gz, {"alpha": 0.25}, (d,))
+    elif logits:
+        e = np.eye(4)
+        for D in (20.0, 100.0, 1e4, 1e30):
+            add(f"extreme/{F}/dominant-{D:g}", np.array([[D, 0, 0, 0], [D, 0, 0, 0]]), np.stack([e[0], e[1]]))
+        inf, nan = np.inf, np.nan
+        rows = np.array([[inf, 0, 0, 0], [inf, 0, 0, 0], [-inf, 0, 0, 0], [nan, 0, 0, 0], [-1e30, 1e30, 0, 0]])
+        add(f"extreme/{F}/nonfinite", rows, np.stack([e[0], e[1], e[0], e[1], e[1]]))
+    else:
+        e = np.eye(4)
+        add(f"extreme/{F}/zero-and-one-probs", np.array([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [0.5, 0.5, 0, 0]]),
+            np.stack([e[0], e[1], e[2]]))
+        add(f"extreme/{F}/tiny-probs", np.array([[1 - 3e-30, 1e-30, 1e-30, 1e-30], [1 - 3e-8, 1e-8, 1e-8, 1e-8]]),
+            np.stack([e[1], e[0]]))
+    return out
+
+
+def axis_cases(seed: int) -> list[Case]:
+    """`axis`: K-dimensional inputs with the class axis at 1 (PyTorch's layout), and the class
+    axis first; for the elementwise families, the axis a per-sample mean runs over."""
+    out: list[Case] = []
+    r = _rng(seed, "shapes/axis")
+    x3 = r.normal(0, 3, (3, 5, 4))  # (N, C, d1)
+    k3 = r.integers(0, 5, (3, 4))
+    y3 = np.moveaxis(onehot(k3, 5), -1, 1)
+    x4 = r.normal(0, 3, (2, 4, 3, 2))  # (N, C, d1, d2)
+    k4 = r.integers(0, 4, (2, 3, 2))
+    y4 = np.moveaxis(r.dirichlet(np.ones(4), (2, 3, 2)), -1, 1)
+    cw = r.uniform(0.2, 3, 5)
+    for red in ("none", "sum", "mean"):
+        out.append(_row_case("sparse_softmax", f"shapes/sparse_softmax/axis1-3d-{red}", x3, k3, {"axis": 1, "reduction": red}))
+        out.append(_row_case("softmax", f"shapes/softmax/axis1-3d-{red}", x3, y3, {"axis": 1, "reduction": red}))
+    out.append(_row_case("sparse_softmax", "shapes/sparse_softmax/axis1-3d-class_weight-mean", x3, k3,
+                         {"axis": 1, "class_weight": cw, "reduction": "mean"}))
+    k3i = k3.copy()
+    k3i[0, :2] = -100
+    out.append(_row_case("sparse_softmax", "shapes/sparse_softmax/axis1-3d-ignore_index-mean", x3, k3i,
+                         {"axis": 1, "ignore_index": -100, "class_weight": cw, "reduction": "mean"}))
+    out.append(_row_case("softmax", "shapes/softmax/axis1-3d-label_smoothing-mean", x3, y3,
+                         {"axis": 1, "label_smoothing": 0.1, "class_weight": cw, "reduction": "mean"}))
+    out.append(_row_case("sparse_softmax", "shapes/sparse_softmax/axis1-4d", x4, k4, {"axis": 1}))
+    out.append(_row_case("softmax", "shapes/softmax/axis1-4d", x4, y4, {"axis": 1}))
+    out.append(_row_case("softmax", "shapes/softmax/axis0", x3[:, :, 0], y3[:, :, 0], {"axis": 0}))
+    out.append(_row_case("sparse_softmax", "shapes/sparse_softmax/axis0", x3[:, :, 0].T.copy(), k3[:, 0], {"axis": 0}))
+    p3 = np.exp(x3) / np.exp(x3).sum(axis=1, keepdims=True)
+    out.append(_row_case("categorical", "shapes/categorical/axis1-3d", p3, y3, {"axis": 1}))
+    out.append(_row_case("sparse_categorical", "shapes/sparse_categorical/axis1-3d", p3, k3, {"axis": 1}))
+    out.append(_row_case("categorical", "shapes/categorical/axis1-3d-sample_weight-mean", p3, y3,
+                         {"axis": 1, "sample_weight": r.uniform(0.1, 2, (3, 4)), "reduction": "mean"}))
+    z3 = r.choice([0.0, 1.0], x3.shape)
+    out.append(_elementwise("sigmoid", "shapes/sigmoid/axis1-3d", x3, z3, params={"axis": 1}))
+    out.append(_elementwise("sigmoid", "shapes/sigmoid/axis1-3d-sample_weight-mean", x3, z3,
+                            params={"axis": 1, "sample_weight": r.uniform(0.1, 2, (3, 4)), "reduction": "mean"}))
+    out.append(_elementwise("binary", "shapes/binary/axis0", 1 / (1 + np.exp(-x3[:, :, 0])), z3[:, :, 0],
+                            params={"axis": 0}))
+    out.append(Case("shapes/softmax_focal/axis1-3d", "softmax_focal", x3, y3, {"axis": 1, "alpha": 0.5}))
+    out.append(Case("shapes/sigmoid_focal/axis0", "sigmoid_focal", x3[:, :, 0], z3[:, :, 0], {"axis": 0}))
+    return out
+
+
+def where_cases(seed: int) -> list[Case]:
+    """optax's `where`: classes left out of the softmax (per class, or whole rows), including
+    left-out non-finite logits, a row with nothing left and a left-out index target."""
+    out: list[Case] = []
+    r = _rng(seed, "weights/where")
+    x = r.normal(0, 3, (6, 5))
+    k = np.array([0, 1, 2, 3, 4, 0])
+    y = r.dirichlet(np.ones(5), 6)
+    wh = r.uniform(size=(6, 5)) > 0.35
+    wh[np.arange(6), k] = True  # every index target kept ...
+    wh[5] = False  # ... but row 5 has nothing left
+    wk = wh.copy()
+    wk[1, 1] = False  # and row 1's target left out
+    out.append(_row_case("softmax", "weights/softmax/where-classes", x, y, {"where": wh}))
+    out.append(_row_case("sparse_softmax", "weights/sparse_softmax/where-classes", x, k, {"where": wh}))
+    out.append(_row_case("sparse_softmax", "weights/sparse_softmax/where-target-left-out", x, k, {"where": wk}))
+    rows = np.array([True, False, True, True, False, True])
+    out.append(_row_case("softmax", "weights/softmax/where-rows", x, y, {"where": rows}))
+    out.append(_row_case("sparse_softmax", "weights/sparse_softmax/where-rows", x, k, {"where": rows}))
+    inf, nan = np.inf, np.nan
+    xs = np.array([[nan, 0.0, 1.0, 2.0], [inf, 0.0, 1.0, 2.0], [1e30, -1e30, 0.0, 1.0]])
+    ws = np.array([[False, True, True, True], [False, True, True, True], [False, True, True, True]])
+    out.append(_row_case("softmax", "extreme/softmax/where-nonfinite-left-out", xs, np.eye(4)[[1, 2, 3]], {"where": ws}))
+    out.append(_row_case("sparse_softmax", "extreme/sparse_softmax/where-nonfinite-left-out", xs, [1, 2, 3], {"where": ws}))
+    x3 = r.normal(0, 3, (2, 5, 3))
+    w3 = r.uniform(size=x3.shape) > 0.3
+    w3[:, 0, :] = True
+    out.append(_row_case("sparse_softmax", "weights/sparse_softmax/where-axis1", x3, np.zeros((2, 3), int),
+                         {"where": w3, "axis": 1}))
+    out.append(_row_case("softmax", "weights/softmax/where-poly", x, y, {"where": wh, "poly_epsilon": 2.0}))
+    return out
+
+
+def poly_cases(seed: int) -> list[Case]:
+    """Poly-1 (optax.poly_loss_cross_entropy): epsilon 2 (classification), -1 (detection, the
+    Poly-1 term cancels the first order of -log p) and -3."""
+    out: list[Case] = []
+    r = _rng(seed, "baseline/softmax/poly")
+    x, y = r.normal(0, 3, (8, 10)), _softmax_targets(r, 8, 10, "onehot")
+    soft = _softmax_targets(r, 8, 10, "dirichlet-large")
+    e = np.eye(4)
+    D = np.array([[1e-9, 0, 0, 0], [5.0, 0, 0, 0], [20.0, 0, 0, 0], [1e4, 0, 0, 0], [np.inf, 0, 0, 0],
+                  [-1e4, 0, 0, 0]])
+    for eps in (2.0, -1.0, -3.0):
+        out.append(_row_case("softmax", f"baseline/softmax/poly-{eps:g}", x, y, {"poly_epsilon": eps}))
+        out.append(_row_case("softmax", f"extreme/softmax/poly-{eps:g}-dominant", D,
+                             np.stack([e[0]] * 5 + [e[1]]), {"poly_epsilon": eps}))
+    out.append(_row_case("softmax", "soft_labels/softmax/poly-2-soft", x, soft, {"poly_epsilon": 2.0}))
+    out.append(_row_case("softmax", "soft_labels/softmax/poly-2-label_smoothing", x, y,
+                         {"poly_epsilon": 2.0, "label_smoothing": 0.1}))
+    return out
+
+
+def sampled_cases(F: str, seed: int) -> list[Case]:
+    """tf.nn.sampled_softmax_loss / nce_loss with fixed sampled values: accidental hits kept and
+    removed, num_true 1 and 3, imbalanced expected counts, large logits, a zero expected count,
+    an empty batch, and 32768 classes."""
+    out: list[Case] = []
+
+    def add(cid, x, labels, W, b, s, qt, qs, hits=None, red=None, dtypes=None):
+        p = {"output_weights": np.asarray(W, np.float64), "output_biases": np.asarray(b, np.float64),
+             "sampled": np.asarray(s, np.int64), "true_expected_count": np.asarray(qt, np.float64),
+             "sampled_expected_count": np.asarray(qs, np.float64)}
+        if hits is not None:
+            p["remove_accidental_hits"] = hits
+        if red is not None:
+            p["reduction"] = red
+        out.append(Case(cid, F, np.asarray(x, np.float64), np.asarray(labels, np.int64), p, dtypes))
+
+    r = _rng(seed, f"baseline/{F}")
+    N, d, C, S = 6, 4, 12, 5
+    x, W, b = r.normal(0, 1, (N, d)), r.normal(0, 1, (C, d)), r.normal(0, 0.5, C)
+    lab = r.integers(0, C, (N, 1))
+    s = np.array([1, 3, 5, 7, 9])
+    lab[0, 0] = 3  # an accidental hit in row 0
+    qt, qs = r.uniform(0.05, 0.9, (N, 1)), r.uniform(0.05, 0.9, S)
+    for red in ("none", "sum", "mean"):
+        add(f"baseline/{F}/random-{red}", x, lab, W, b, s, qt, qs, red=red)
+    for hits in (False, True):
+        add(f"weights/{F}/remove_accidental_hits-{str(hits).lower()}", x, lab, W, b, s, qt, qs, hits=hits)
+    add(f"weights/{F}/expected-count-span", x, lab, W, b, s, 10.0 ** r.uniform(-6, 0, (N, 1)),
+        10.0 ** r.uniform(-6, 0, S), dtypes=("bfloat16", "float32", "float64"))
+    lab3 = np.stack([r.choice(C, 3, replace=False) for _ in range(N)])
+    lab3[1] = [1, 3, 4]
+    add(f"soft_labels/{F}/num_true-3", x, lab3, W, b, s, r.uniform(0.05, 0.9, (N, 3)), qs, hits=True)
+    add(f"soft_labels/{F}/num_true-3-hits-kept", x, lab3, W, b, s, r.uniform(0.05, 0.9, (N, 3)), qs, hits=False)
+    add(f"extreme/{F}/large-logits", x, lab, 1e3 * W, b, s, qt, qs)
+    qt0 = qt.copy()
+    qt0[1, 0] = 0.0
+    add(f"extreme/{F}/zero-expected-count", x, lab, W, b, s, qt0, qs)
+    add(f"extreme/{F}/every-sample-a-hit", x[:2], [[1], [3]], W, b, [1, 1, 3], [[0.5], [0.5]], [0.5, 0.5, 0.5],
+        hits=True)
+    add(f"shapes/{F}/empty", np.zeros((0, d)), np.zeros((0, 1), np.int64), W, b, s, np.zeros((0, 1)), qs)
+    add(f"shapes/{F}/empty-mean", np.zeros((0, d)), np.zeros((0, 1), np.int64), W, b, s, np.zeros((0, 1)), qs,
+        red="mean")
+    add(f"shapes/{F}/batch1", x[:1], lab[:1], W, b, s, qt[:1], qs)
+    Wl, bl = r.normal(0, 1, (LARGE_C, d)), r.normal(0, 0.5, LARGE_C)
+    sl = r.choice(LARGE_C, 64, replace=False)
+    add(f"shapes/{F}/classes-{LARGE_C}", x, r.integers(0, LARGE_C, (N, 1)), Wl, bl, sl,
+        r.uniform(0.001, 0.01, (N, 1)), r.uniform(0.001, 0.01, 64))
+    return out
+
+
 def build_corpus(seed: int = 0) -> list[Case]:
     """Every built-in case, in a fixed order."""
     cases = (sigmoid_cases(seed) + binary_cases(seed) + logit_rows_cases("softmax", seed)
              + logit_rows_cases("sparse_softmax", seed) + prob_rows_cases("categorical", seed)
-             + prob_rows_cases("sparse_categorical", seed))
+             + prob_rows_cases("sparse_categorical", seed)
+             + [c for f in ("sigmoid_focal", "binary_focal", "softmax_focal", "categorical_focal")
+                for c in focal_cases(f, seed)]
+             + axis_cases(seed) + where_cases(seed) + poly_cases(seed)
+             + sampled_cases("sampled_softmax", seed) + sampled_cases("nce", seed))
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "duplicate case ids in the corpus"
     return cases

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from harness.casefile import Case
 from harness.dtypes import finfo
-from harness.spec import DTYPES, FAMILIES, REDUCTIONS
+from harness.spec import DTYPES, FAMILIES, REDUCTIONS, SAMPLED_FAMILIES
 
 from .generator import _steps, thresholds
 
@@ -151,7 +151,7 @@ def _probability_rows(draw, shape: tuple[int, ...], finite: bool) -> np.ndarray:
 def cases(draw, family: str | None = None, finite: bool = False, max_classes: int = 16) -> Case:
     """A valid Case of `family` (any family if None). finite=True: no inf or nan in the inputs
     (huge finite values still occur). max_classes bounds the class (last) axis."""
-    fam_name = family or draw(st.sampled_from(sorted(FAMILIES)))
+    fam_name = family or draw(st.sampled_from(sorted(set(FAMILIES) - set(SAMPLED_FAMILIES))))
     fam = FAMILIES[fam_name]
     shape = _shape(draw, fam_name, max_classes)
     C = shape[-1]
@@ -183,9 +183,31 @@ def cases(draw, family: str | None = None, finite: bool = False, max_classes: in
         params["sample_weight"] = _array(draw, shape[:-1], weight_values())
     if "label_smoothing" in fam.params and draw(st.booleans()):
         params["label_smoothing"] = draw(st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]))
+    if "alpha" in fam.params and draw(st.booleans()):
+        params["alpha"] = draw(st.one_of(st.sampled_from([0.0, 0.25, 0.5, 1.0]), st.floats(0.0, 1.0)))
+    if "gamma" in fam.params and draw(st.booleans()):
+        params["gamma"] = draw(st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.0, 5.0]), st.floats(0.0, 5.0)))
+    if "poly_epsilon" in fam.params and draw(st.integers(0, 3)) == 0:
+        params["poly_epsilon"] = draw(st.one_of(st.sampled_from([-1.0, 2.0]), st.floats(-1.0, 4.0)))
+    if "where" in fam.params and len(shape) == 2 and draw(st.integers(0, 3)) == 0:
+        per_row = draw(st.booleans())
+        n = shape[0] if per_row else int(np.prod(shape))
+        params["where"] = np.asarray(draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool).reshape(
+            shape[:1] if per_row else shape)
     reduction = draw(st.one_of(st.none(), st.sampled_from(REDUCTIONS)))
     if reduction is not None:
         params["reduction"] = reduction
+    if "axis" in fam.params and len(shape) == 2 and draw(st.integers(0, 3)) == 0:
+        # the same data with its class (or mean) axis first: axis 0 or -2
+        x = x.T.copy()
+        t = t.T.copy() if fam.targets == "dense" else t
+        if "weight" in params:
+            params["weight"] = params["weight"].T.copy()
+        if "where" in params and params["where"].ndim == 2:
+            params["where"] = params["where"].T.copy()
+        if "pos_weight" in params:  # over the (new) last axis
+            params["pos_weight"] = params["pos_weight"][:1]
+        params["axis"] = draw(st.sampled_from([0, -2]))
 
     dtypes = draw(st.one_of(st.none(), st.lists(st.sampled_from(DTYPES), min_size=1, max_size=4, unique=True)))
     n = draw(st.integers(0, 9999))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .dtypes import format_number, parse_number, to_dtype
-from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, INT_PARAMS, REDUCTIONS, SCALAR_PARAMS, category_of
+from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, INT_PARAMS, PARAM_KINDS, REDUCTIONS, SCALAR_PARAMS, category_of
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
 CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes"}
@@ -65,7 +65,9 @@ class Case:
         d: dict[str, Any] = {"id": self.id, "family": self.family, "inputs": arr(self.inputs),
                              "targets": arr(self.targets)}
         if self.params:
-            d["params"] = {k: (arr(v) if k in ARRAY_PARAMS else v if k in INT_PARAMS
+            d["params"] = {k: (arr(v) if k in ARRAY_PARAMS
+                               else np.asarray(v).tolist() if PARAM_KINDS[k] in ("int_array", "bool_array")
+                               else v if k in INT_PARAMS
                                else format_number(v) if k in SCALAR_PARAMS else v)
                            for k, v in self.params.items()}
         if self.dtypes is not None:
@@ -156,57 +158,69 @@ def parse_case(obj: Any, where: str) -> Case:
     x = _array(obj["inputs"], f"{w}: field 'inputs'")
     if x.ndim < 1 or (fam.rowwise and x.ndim < 2):
         raise CaseFileError(f"{w}: field 'inputs' must be {'at least 2-D (rows x classes)' if fam.rowwise else 'an array'}")
-    if fam.rowwise and x.shape[-1] == 0:
-        raise CaseFileError(f"{w}: field 'inputs' has no classes (last axis is empty)")
+    raw = obj.get("params", {})
+    if not isinstance(raw, dict):
+        raise CaseFileError(f"{w}: field 'params' must be an object")
+    axis = raw.get("axis", -1)
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
+        raise CaseFileError(f"{w}: field 'params.axis': expected an integer axis of the {x.ndim}-D inputs")
+    ax = axis % x.ndim
+    if fam.rowwise and fam.targets != "classes" and x.shape[ax] == 0:
+        raise CaseFileError(f"{w}: field 'inputs' has no classes (the class axis is empty)")
+    per_sample = x.shape[:ax] + x.shape[ax + 1:]  # the inputs' shape without the class axis
     if fam.targets == "index":
         t = _array(obj["targets"], f"{w}: field 'targets'", integer=True)
-        want = x.shape[:-1]
+        want = per_sample
+    elif fam.targets == "classes":
+        t = _array(obj["targets"], f"{w}: field 'targets'", integer=True)
+        want = (x.shape[0], t.shape[-1] if t.ndim == 2 and t.shape[-1] >= 1 else "num_true >= 1")
+        if x.ndim != 2:
+            raise CaseFileError(f"{w}: field 'inputs' must be 2-D (batch x dim) for family {fam_name}")
     else:
         t = _array(obj["targets"], f"{w}: field 'targets'")
         want = x.shape
     if t.shape != want:
         raise CaseFileError(f"{w}: field 'targets' has shape {t.shape}, expected {want} for family {fam_name}")
 
-    raw = obj.get("params", {})
-    if not isinstance(raw, dict):
-        raise CaseFileError(f"{w}: field 'params' must be an object")
     params: dict[str, Any] = {}
     for k, v in raw.items():
         pw = f"{w}: field 'params.{k}'"
         if k not in fam.params:
             raise CaseFileError(f"{pw}: not a parameter of family {fam_name} (has {', '.join(fam.params)})")
-        if k == "reduction":
+        kind = PARAM_KINDS[k]
+        if kind == "reduction":
             if v not in REDUCTIONS:
                 raise CaseFileError(f"{pw}: must be one of {', '.join(REDUCTIONS)}, got {v!r}")
             params[k] = v
             continue
-        if k in INT_PARAMS:
+        if kind == "int":
             if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
                 raise CaseFileError(f"{pw}: expected an integer")
             params[k] = int(v)
             continue
-        if k in SCALAR_PARAMS:
-            if isinstance(v, (list, dict)):
-                raise CaseFileError(f"{pw}: expected a number")
-            a = _array(v, pw)
-            params[k] = float(a)
+        if kind == "bool":
+            if not isinstance(v, bool):
+                raise CaseFileError(f"{pw}: expected true or false")
+            params[k] = v
             continue
-        a = _array(v, pw)
-        if k == "pos_weight":
-            ok = a.ndim == 1 and x.ndim >= 1 and a.shape[0] in (1, x.shape[-1]) or a.ndim == 0
-            need = f"a number or a list of length {x.shape[-1]} (the last axis)"
-        elif k == "class_weight":
-            ok = a.ndim == 1 and a.shape[0] == x.shape[-1]
-            need = f"a list of length {x.shape[-1]} (one per class)"
-        elif k == "sample_weight":
-            ok = a.shape == x.shape[:-1]
-            need = f"an array of shape {x.shape[:-1]} (one per sample: the inputs' shape without the last axis)"
-        else:  # weight: the inputs' shape
-            ok = a.shape == x.shape
-            need = f"an array of the inputs' shape {x.shape}"
-        if not ok:
+        if kind == "number":
+            if isinstance(v, (list, dict, bool)):
+                raise CaseFileError(f"{pw}: expected a number")
+            params[k] = float(_array(v, pw))
+            continue
+        if kind == "bool_array":
+            a = _bool_array(v, pw)
+        else:
+            a = _array(v, pw, integer=kind == "int_array")
+        need = _param_shape_problem(k, a, x, t, per_sample, raw)
+        if need:
             raise CaseFileError(f"{pw}: shape {a.shape} does not fit; expected {need}")
         params[k] = a
+    if fam.targets == "classes":
+        missing = [k for k in ("output_weights", "output_biases", "sampled", "true_expected_count",
+                               "sampled_expected_count") if k not in params]
+        if missing:
+            raise CaseFileError(f"{w}: family {fam_name} needs params {', '.join(missing)}")
 
     dtypes = obj.get("dtypes")
     if dtypes is not None:
@@ -214,6 +228,56 @@ def parse_case(obj: Any, where: str) -> Case:
             raise CaseFileError(f"{w}: field 'dtypes' must be a non-empty list drawn from {', '.join(DTYPES)}")
         dtypes = tuple(dtypes)
     return Case(cid, fam_name, x, t, params, dtypes)
+
+
+def _param_shape_problem(k: str, a: np.ndarray, x: np.ndarray, t: np.ndarray, per_sample: tuple, raw: dict) -> str:
+    """What shape parameter `k` must have, when `a` does not have it ("" when it fits)."""
+    C = x.shape[-1] if "axis" not in raw else x.shape[raw["axis"] % x.ndim]
+    if k == "pos_weight":
+        ok = a.ndim == 0 or a.ndim == 1 and a.shape[0] in (1, x.shape[-1])
+        return "" if ok else f"a number or a list of length {x.shape[-1]} (the last axis)"
+    if k == "class_weight":
+        return "" if a.shape == (C,) else f"a list of length {C} (one per class)"
+    if k == "sample_weight":
+        return "" if a.shape == per_sample else f"an array of shape {per_sample} (one per sample: the inputs' shape without the class axis)"
+    if k == "where":
+        return "" if a.shape in (x.shape, per_sample) else f"booleans of shape {x.shape} (per class) or {per_sample} (per row)"
+    if k == "output_weights":
+        return "" if a.ndim == 2 and a.shape[1] == x.shape[1] and a.shape[0] >= 1 else f"an array [num_classes, {x.shape[1]}]"
+    n_classes = np.shape(raw.get("output_weights", [[]]))[0]
+    if k == "output_biases":
+        return "" if a.shape == (n_classes,) else f"an array of length {n_classes} (one per class of output_weights)"
+    if k == "sampled":
+        return "" if a.ndim == 1 else "a list of sampled class ids"
+    if k == "true_expected_count":
+        return "" if a.shape == t.shape else f"an array of the targets' shape {t.shape}"
+    if k == "sampled_expected_count":
+        n = len(raw.get("sampled", []))
+        return "" if a.shape == (n,) else f"an array of length {n} (one per sampled class)"
+    return "" if a.shape == x.shape else f"an array of the inputs' shape {x.shape}"  # weight
+
+
+def _bool_array(value: Any, where: str) -> np.ndarray:
+    """A nested list of true/false (or the shape/values form) -> bool array."""
+    if isinstance(value, dict):
+        if set(value) != {"shape", "values"} or not isinstance(value["values"], list):
+            raise CaseFileError(f"{where}: an array object must have exactly the keys 'shape' and 'values'")
+        flat = value["values"]
+        shape = value["shape"]
+    else:
+        try:
+            arr = np.array(value, dtype=object)
+        except ValueError:
+            arr = None
+        if arr is None or any(isinstance(v, list) for v in arr.ravel()):
+            raise CaseFileError(f"{where}: ragged array (rows of different lengths or depths)")
+        flat, shape = arr.ravel().tolist(), list(arr.shape)
+    if any(not isinstance(v, bool) for v in flat):
+        raise CaseFileError(f"{where}: expected booleans (true/false)")
+    try:
+        return np.array(flat, dtype=bool).reshape(shape)
+    except ValueError:
+        raise CaseFileError(f"{where}: 'values' do not fill shape {shape}") from None
 
 
 def parse_cases(doc: Any, source: str = "<cases>") -> list[Case]:

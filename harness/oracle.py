@@ -13,6 +13,11 @@ Independent of every framework under test (numpy only). Conventions, stated once
 * A row of all -inf logits has no softmax (nan terms).
 * Undefined reductions are nan: a mean over nothing, and a weighted mean whose weights sum
   to zero (whatever the weighted sum).
+* `axis` moves the class axis (or the axis of a per-sample mean) last; the result keeps the
+  other axes in order. `where` leaves classes out of the softmax and of the sum (optax's
+  documented "elements to include"); a row with none left, or whose index target is left
+  out, contributes 0 (an empty sum).
+* Focal losses are not affine in the targets: label smoothing smooths the targets first.
 
 Accuracy: every formula is arranged so its terms are non-negative for valid inputs (no
 cancellation), log(sum exp) is computed as log1p(sum of the non-maximal terms), and
@@ -25,7 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .spec import CONVENTIONS, FAMILIES
+from .spec import CONVENTIONS, DEFAULT_GAMMA, FAMILIES, FOCAL_FAMILIES, SAMPLED_FAMILIES
 
 
 def mul0(a, b):
@@ -113,10 +118,37 @@ def neg_log_softmax(x):
     return out
 
 
-def softmax_rows(x, y, class_weight=None):
-    """-sum_c w_c*y_c*log_softmax(x)_c per row."""
+def one_minus_softmax(nls):
+    """1 - softmax_c from nls = -log_softmax_c, as -expm1(-nls): full relative accuracy near 1."""
+    with np.errstate(invalid="ignore"):
+        return -np.expm1(-nls)
+
+
+def poly1(nls, eps):
+    """-log p + eps*(1-p) from nls = -log p. For eps >= -1 it is h(nls) + (1+eps)*(1-p) with
+    h(t) = t - (1 - e^-t) = sum_{k>=2} (-t)^k/k! >= 0 (the series below t = 1/2), so no term
+    cancels; for eps < -1 the value itself may cancel and is formed directly."""
+    u = one_minus_softmax(nls)
+    e = nls.dtype.type(eps)
+    if eps < -1:
+        return nls + e * u
+    t = np.where(np.isfinite(nls) & (nls < 0.5), nls, 0).astype(nls.dtype)
+    series = np.zeros_like(t)
+    term = -t
+    for k in range(2, 30):  # (1/2)^k/k! < 2**-64 * h(1/2) well before k = 30
+        term = term * -t / nls.dtype.type(k)
+        series = series + term
+    with np.errstate(invalid="ignore"):
+        h = np.where(np.isfinite(nls) & (nls < 0.5), series, nls - u)
+    return h + mul0(nls.dtype.type(1) + e, u)
+
+
+def softmax_rows(x, y, class_weight=None, poly_epsilon=None):
+    """-sum_c w_c*y_c*log_softmax(x)_c per row (plus the Poly-1 term eps*w_c*y_c*(1-p_c))."""
     coef = y if class_weight is None else mul0(y, class_weight)
-    loss = np.sum(mul0(coef, neg_log_softmax(x)), axis=-1)
+    nls = neg_log_softmax(x)
+    per_class = nls if poly_epsilon is None else poly1(nls, poly_epsilon)
+    loss = np.sum(mul0(coef, per_class), axis=-1)
     return _nan_if(loss, x, y, None if class_weight is None else np.broadcast_to(class_weight, np.shape(x)), axis=-1)
 
 
@@ -151,6 +183,85 @@ def categorical_rows(p, y, class_weight=None):
     return _nan_if(loss, p, y, None if class_weight is None else np.broadcast_to(class_weight, np.shape(p)), axis=-1)
 
 
+# --- focal ---------------------------------------------------------------------------
+def sigmoid(x):
+    """sigmoid(x) with one exp of an exact argument: e^x/(1+e^x) below 0, 1/(1+e^-x) above."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        ex = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + ex), ex / (1 + ex))
+
+
+def _balance(z, alpha):
+    """alpha*z + (1-alpha)*(1-z), the binary focal class balance."""
+    one = np.ones((), dtype=z.dtype)
+    a = z.dtype.type(alpha)
+    return mul0(a, z) + mul0(one - a, one - z)
+
+
+def focal_elementwise(family, x, z, alpha=None, gamma=DEFAULT_GAMMA):
+    """a(z) * (1-p_t)^gamma * CE, 1-p_t = z*(1-p) + (1-z)*p; p = sigmoid(x) or x itself."""
+    one = np.ones((), dtype=x.dtype)
+    if family == "sigmoid_focal":
+        ce, p, q = sigmoid_elementwise(x, z), sigmoid(x), sigmoid(-x)
+    else:
+        ce, p, q = binary_elementwise(x, z), x, one - x
+    m = mul0(z, q) + mul0(one - z, p)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        factor = np.power(m, x.dtype.type(gamma))
+    loss = mul0(factor, ce)
+    if alpha is not None:
+        loss = mul0(_balance(z, alpha), loss)
+    return _nan_if(loss, x, z)
+
+
+def focal_rows(family, x, y, alpha=None, gamma=DEFAULT_GAMMA):
+    """-alpha * sum_c y_c*(1-p_c)^gamma*log(p_c) per row; p = softmax(x) or x itself."""
+    if family == "softmax_focal":
+        nls = neg_log_softmax(x)
+        u = one_minus_softmax(nls)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nls = -np.log(x)
+        u = np.ones((), dtype=x.dtype) - x
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        factor = np.power(u, x.dtype.type(gamma))
+    loss = np.sum(mul0(y, mul0(factor, nls)), axis=-1)
+    if alpha is not None:
+        loss = mul0(x.dtype.type(alpha), loss)
+    return _nan_if(loss, x, y, axis=-1)
+
+
+def to_last_axis(family: str, x, t, params: Mapping[str, Any], axis_mean: bool):
+    """The case with its `axis` (class axis, or per-sample mean axis) moved last: (x, t, params,
+    restore), where restore puts an elementwise result back in the inputs' layout. Layout only,
+    shared by both references."""
+    axis = params.get("axis")
+    x = np.asarray(x)
+    if axis is None or x.ndim == 0 or axis % x.ndim == x.ndim - 1:
+        return x, t, params, (lambda r: r)
+    ax = axis % x.ndim
+    fam = FAMILIES[family]
+
+    def mv(a):
+        return np.moveaxis(np.asarray(a), ax, -1)
+
+    p = dict(params)
+    for k in ("weight", "where"):
+        if k in p and np.ndim(p[k]) == x.ndim:
+            p[k] = mv(p[k])
+    if "pos_weight" in p:
+        p["pos_weight"] = mv(np.broadcast_to(p["pos_weight"], x.shape))
+    t = mv(t) if fam.targets == "dense" else t
+    restore = (lambda r: np.moveaxis(r, -1, ax)) if not (fam.rowwise or axis_mean) else (lambda r: r)
+    return mv(x), t, p, restore
+
+
+def full_where(where, shape):
+    """A `where` mask of the inputs' shape (a per-row mask is broadcast over the class axis)."""
+    w = np.asarray(where, dtype=bool)
+    return np.broadcast_to(w[..., None] if w.ndim == len(shape) - 1 else w, shape)
+
+
 # --- entry point ------------------------------------------------------------------
 def loss(
     family: str,
@@ -166,6 +277,12 @@ def loss(
     params = dict(params or {})
     conv = {**CONVENTIONS, **(conventions or {})}
     fam = FAMILIES[family]
+    reduction = params.get("reduction", "none")
+    if family in SAMPLED_FAMILIES:
+        from .sampled import loss_rows
+
+        return reduce(loss_rows(family, inputs, targets, params, precision), reduction)
+    inputs, targets, params, restore = to_last_axis(family, inputs, targets, params, conv["axis_mean"])
 
     def w(a):
         return None if a is None else np.asarray(a).astype(np.float64).astype(precision)
@@ -175,24 +292,39 @@ def loss(
     pw, ew, cw = w(params.get("pos_weight")), w(params.get("weight")), w(params.get("class_weight"))
     sw = w(params.get("sample_weight"))
     eps = params.get("label_smoothing")
-    reduction = params.get("reduction", "none")
+    extra = {k: params[k] for k in ("alpha", "gamma", "poly_epsilon") if params.get(k) is not None}
     ignored = None
     if params.get("ignore_index") is not None and fam.targets == "index":
         ignored = t == params["ignore_index"]
         t = np.where(ignored, 0, t)  # any valid class: the row's value is discarded below
+    wh = None
+    if params.get("where") is not None:  # left-out classes: -inf logits, zero coefficients
+        wh = full_where(params["where"], x.shape)
+        x = np.where(wh, x, precision(-np.inf))
+        if fam.targets == "dense":
+            t = np.where(wh, t, precision(0))
+    if eps is not None and family in FOCAL_FAMILIES:  # not affine in the targets: smooth them
+        e = precision(eps)
+        t = mul0(precision(1) - e, t) + e / precision(x.shape[-1] if fam.rowwise else 2)
+        eps = None
 
-    per = _unreduced(family, x, t, pw, ew, cw)
+    per = _unreduced(family, x, t, pw, ew, cw, **extra)
     if eps is not None:  # affine in the targets: no smoothed target is ever rounded
         e = precision(eps)
         one = precision(1)
         if fam.rowwise:
             dense = {"sparse_softmax": "softmax", "sparse_categorical": "categorical"}.get(family, family)
-            uniform = _unreduced(dense, x, np.ones(x.shape, dtype=x.dtype), pw, ew, cw)
-            b = e / precision(x.shape[-1])
+            ones = np.ones(x.shape, dtype=x.dtype) if wh is None else wh.astype(x.dtype)
+            uniform = _unreduced(dense, x, ones, pw, ew, cw, **extra)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                b = e / np.sum(ones, axis=-1)
         else:
-            uniform = _unreduced(family, x, np.full(x.shape, 0.5, dtype=x.dtype), pw, ew, cw)
+            uniform = _unreduced(family, x, np.full(x.shape, 0.5, dtype=x.dtype), pw, ew, cw, **extra)
             b = e
         per = _nan_if(mul0(one - e, per) + mul0(b, uniform), per)
+    if wh is not None and fam.targets == "index":  # a left-out target: an empty sum
+        kin = _pick(wh.astype(x.dtype), t, None)
+        per = np.where(kin == 0, per.dtype.type(0), per)
 
     if conv["axis_mean"] and not fam.rowwise:
         per = _mean(per, axis=-1)
@@ -208,18 +340,25 @@ def loss(
             applied = applied * (sw if per.ndim == sw.ndim else sw[..., None])
         if ew is not None and not fam.rowwise and not conv["axis_mean"]:
             applied = applied * ew
+    per = restore(per)
+    if applied is not None:
+        applied = restore(applied)
     return reduce(per, reduction, conv["mean"], family=family, targets=t, class_weight=cw, ignored=ignored,
                   weights=applied)
 
 
-def _unreduced(family, x, t, pw, ew, cw):
+def _unreduced(family, x, t, pw, ew, cw, alpha=None, gamma=DEFAULT_GAMMA, poly_epsilon=None):
     """The family's loss per element (elementwise) or per row, before any reduction."""
+    if family in ("sigmoid_focal", "binary_focal"):
+        return focal_elementwise(family, x, t, alpha, gamma)
+    if family in ("softmax_focal", "categorical_focal"):
+        return focal_rows(family, x, t, alpha, gamma)
     if family == "sigmoid":
         return sigmoid_elementwise(x, t, pw, ew)
     if family == "binary":
         return binary_elementwise(x, t, ew)
     if family == "softmax":
-        return softmax_rows(x, t, cw)
+        return softmax_rows(x, t, cw, poly_epsilon)
     if family == "sparse_softmax":
         return sparse_rows(x, t, cw)
     if family == "categorical":
@@ -253,6 +392,7 @@ def reduce(per, reduction, mean="elements", *, family=None, targets=None, class_
     keep = np.ones(per.shape, bool) if ignored is None else ~np.asarray(ignored)
     if mean in ("weight_sum", "nonzero_weights"):
         w = np.ones(per.shape, per.dtype) if weights is None else np.broadcast_to(weights, per.shape)
+        w = np.where(keep, w, per.dtype.type(0))  # ignored rows leave the denominator
         den = np.sum(w) if mean == "weight_sum" else per.dtype.type(np.count_nonzero(w))
         if per.size == 0 or den == 0:  # no weight: undefined
             return np.asarray(np.nan, dtype=per.dtype)

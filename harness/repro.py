@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters import Framework, call_plan, split_init
+from adapters import Framework, call_plan, split_init, target_transform
 from harness import oracle
 from harness.dtypes import reference_precision
 from harness.spec import FAMILIES, Api
@@ -20,6 +20,8 @@ def _literal(a: np.ndarray) -> str:
     a = np.asarray(a)
     if a.dtype.kind in "iu":
         return f"np.array({a.astype(np.int64).tolist()!r}, dtype=np.int64)"
+    if a.dtype.kind == "b":
+        return f"np.array({a.tolist()!r}, dtype=bool)"
     f = a.astype(np.float64)
     if f.size <= INLINE_MAX:
         def one(v: float) -> str:
@@ -41,11 +43,14 @@ def minimise(api: Api, x, t, params, worst_index):
     if params.get("reduction", "none") != "none" or not worst_index:
         return x, t, params
     fam = FAMILIES[api.family]
+    if params.get("axis", -1) % np.ndim(x) != np.ndim(x) - 1:
+        return x, t, params  # the output's index is not the inputs' leading index
     sl = tuple(slice(k, k + 1) for k in worst_index)
     p = dict(params)
     if fam.rowwise or api.convention("axis_mean"):  # one output per row: keep the row
-        if "sample_weight" in p:
-            p["sample_weight"] = p["sample_weight"][sl]
+        for k in ("sample_weight", "where", "true_expected_count"):
+            if k in p:
+                p[k] = p[k][sl]
         return x[sl], t[sl], p
     if "sample_weight" in p:  # one per sample: the element's row
         p["sample_weight"] = p["sample_weight"][sl[:-1]]
@@ -65,16 +70,25 @@ def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index) -> s
     kwargs = call_plan(api, x, t, params)
     names = {id(v): n for n, v in (("x", x), ("t", t))}
     assigns, args = [], {}
+
+    def array(k, v):
+        var = names.get(id(v), k)
+        dt = "int64" if v.dtype.kind in "iu" else "bool" if v.dtype.kind == "b" else dtype
+        assigns.append(f"{var} = " + fw.repro_array.format(values=_literal(v), dtype=dt))
+        return var
+
+    tt = target_transform(api, params)
     for k, v in kwargs.items():
         if isinstance(v, np.ndarray):
-            var = names.get(id(v), k)
-            dt = "int64" if v.dtype.kind in "iu" else dtype
-            assigns.append(f"{var} = " + fw.repro_array.format(values=_literal(v), dtype=dt))
-            expr = var
+            expr = array(k, v)
             if k == api.inputs and api.prepare is not None:
                 pname, pkw = api.prepare
-                expr = f"{pname}({var}{''.join(f', {a}={b!r}' for a, b in pkw.items())})"
+                expr = f"{pname}({expr}{''.join(f', {a}={b!r}' for a, b in pkw.items())})"
+            if k == api.targets and tt is not None:
+                expr = f"{tt[0]}({expr}{''.join(f', {a}={b!r}' for a, b in tt[1].items())})"
             args[k] = expr
+        elif isinstance(v, tuple):
+            args[k] = "(" + ", ".join(array(f"{k}_{i}", u) for i, u in enumerate(v)) + ",)"
         else:
             args[k] = repr(v)
     init, rest = split_init(api, args)

@@ -53,7 +53,7 @@ def plan(cases: Iterable[Case], apis: Iterable[Api], dtypes: Iterable[str]) -> t
             for d in dtypes:
                 if case.dtypes is not None and d not in case.dtypes:
                     continue
-                why = api.cannot_express(case.params, d)
+                why = api.cannot_express(case.params, d, case.inputs.ndim)
                 if why:
                     skipped.append(_row(case, api, d, status="unsupported", detail=why, _idx=idx))
                 else:
@@ -113,6 +113,9 @@ def worst_input(case: Case, api: Api, data, idx: tuple[int, ...] | None) -> str:
     if case.reduction != "none" or idx is None or idx == ():
         return f"whole case (reduction={case.reduction}, inputs shape {x.shape})"
     fam = FAMILIES[case.family]
+    if "axis" in p and (fam.rowwise or api.convention("axis_mean")):  # rows along the class axis
+        x = np.moveaxis(x, p["axis"], -1)
+        t = np.moveaxis(t, p["axis"], -1) if fam.targets == "dense" else t
     if fam.rowwise or api.convention("axis_mean"):
         row = x[idx].astype(np.float64)
         tr = t[idx]
@@ -209,6 +212,11 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     def graded(task: Task, out: np.ndarray, seconds: float) -> None:
         ref, label = reference(task.case, task.api, task.dtype)
         shape = task.case.inputs.shape
+        if "axis" in task.case.params and shape:  # the class (or mean) axis counted as the last one
+            ax = task.case.params["axis"] % len(shape)
+            shape = shape[:ax] + shape[ax + 1:] + (shape[ax],)
+        elif FAMILIES[task.case.family].targets == "classes":  # a row's logits: T + S dot products
+            shape = (shape[0], (task.case.targets.shape[-1] + len(task.case.params["sampled"])) * shape[1])
         n = terms_per_output(FAMILIES[task.case.family].rowwise, shape, task.case.reduction,
                              bool(task.api.convention("axis_mean")))
         tol = tolerance_ulp(task.dtype, n)

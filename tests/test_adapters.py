@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import adapters
-from harness.spec import DTYPES, FAMILIES
+from harness.spec import PARAM_KINDS, DTYPES, FAMILIES
 
 APIS = adapters.all_apis()
 
@@ -54,18 +54,23 @@ def test_api_ids_unique_and_start_with_public_name():
 def test_call_plan_maps_every_parameter(api):
     fam = FAMILIES[api.family]
     x = np.zeros((2, 3), np.float32)
-    t = np.zeros((2,), np.int64) if fam.targets == "index" else np.zeros((2, 3), np.float32)
+    t = {"index": np.zeros((2,), np.int64), "classes": np.zeros((2, 1), np.int64)}.get(fam.targets,
+                                                                                      np.zeros((2, 3), np.float32))
     params = {"pos_weight": np.ones(3, np.float32), "weight": np.ones((2, 3), np.float32),
               "class_weight": np.ones(3, np.float32), "sample_weight": np.ones(2, np.float32),
-              "label_smoothing": 0.125, "ignore_index": -100, "reduction": api.reductions[-1]}
+              "label_smoothing": 0.125, "ignore_index": -100, "axis": -1, "where": np.ones((2, 3), bool),
+              "alpha": 0.25, "gamma": 1.5, "poly_epsilon": -1.0, "output_weights": np.ones((4, 3), np.float32),
+              "output_biases": np.zeros(4, np.float32), "sampled": np.array([1, 2], np.int64),
+              "true_expected_count": np.ones((2, 1), np.float32), "sampled_expected_count": np.ones(2, np.float32),
+              "remove_accidental_hits": True, "reduction": api.reductions[-1]}
     params = {k: v for k, v in params.items() if k == "reduction" or k in api.params}
     kw = adapters.call_plan(api, x, t, params)
     assert kw[api.inputs] is x and kw[api.targets] is t
     for canonical, arg in api.params.items():
-        if canonical == "label_smoothing":  # a Python number, as users pass it
-            assert type(kw[arg]) is float and kw[arg] == 0.125
-        elif canonical == "ignore_index":
-            assert type(kw[arg]) is int and kw[arg] == -100
+        if arg is None:  # consumed by prepare_targets or derive, never passed as a keyword
+            assert canonical not in kw
+        elif PARAM_KINDS[canonical] in ("number", "int", "bool"):  # Python scalars, as users pass them
+            assert type(kw[arg]) is type(params[canonical]) and kw[arg] == params[canonical]
         else:
             assert kw[arg] is params[canonical]
     if api.reduction_arg:
@@ -75,6 +80,9 @@ def test_call_plan_maps_every_parameter(api):
         assert api.inputs in rest and api.targets in rest and set(init) <= set(api.init_args)
     for k, v in api.fixed.items():
         assert kw[k] == v
+    if api.derive is not None:  # tf.nn sampled losses: the fixed sampled values, as a triple
+        assert kw["num_sampled"] == 2 and kw["num_classes"] == 4 and kw["num_true"] == 1
+        assert kw["sampled_values"][0] is params["sampled"]
 
 
 def test_documented_mappings():
@@ -91,7 +99,27 @@ def test_documented_mappings():
     assert kw["pos_weight"].dtype == np.float16 and kw["pos_weight"] == 1.0  # neutral default, in the dtype
     assert by_id["tf.keras.losses.binary_crossentropy"].convention("axis_mean") is True
     nll = by_id["torch.nn.functional.nll_loss[log_softmax]"]
-    assert nll.prepare == ("torch.nn.functional.log_softmax", {"dim": -1})
+    assert nll.prepare == ("torch.nn.functional.log_softmax", {"dim": 1})  # the class dimension is 1
+    assert nll.class_axis == 1 and by_id["optax.softmax_cross_entropy"].params["axis"] == "axis"
+    smooth = by_id["optax.softmax_cross_entropy[smooth_labels]"]
+    assert smooth.prepare_targets == ("optax.smooth_labels", {"alpha": "label_smoothing"})
+    assert adapters.target_transform(smooth, {"label_smoothing": 0.1}) == ("optax.smooth_labels", {"alpha": 0.1})
+
+
+def test_axis_and_required_parameters():
+    by_id = {a.id: a for a in APIS if a.framework in ("torch", "jax", "keras[jax]")}
+    ce = by_id["torch.nn.functional.cross_entropy[index]"]
+    assert ce.cannot_express({"axis": 1}, "float32", 3) is None  # (N, C, d1): PyTorch's layout
+    assert ce.cannot_express({}, "float32", 2) is None  # (N, C): the class axis is the last one too
+    assert "axis -1 not expressible" in ce.cannot_express({}, "float32", 3)
+    assert "axis 0" in ce.cannot_express({"axis": 0}, "float32", 2)
+    opt = by_id["optax.softmax_cross_entropy"]
+    assert opt.cannot_express({"axis": 0}, "float32", 2) is None
+    bal = by_id["keras.losses.binary_focal_crossentropy[balanced]"]
+    assert "always applies alpha" in bal.cannot_express({}, "float32", 2)
+    assert bal.cannot_express({"alpha": 0.25}, "float32", 2) is None
+    poly = by_id["optax.losses.poly_loss_cross_entropy"]
+    assert "poly_epsilon" in poly.cannot_express({}, "float32", 2)
 
 
 def test_cannot_express_names_the_reason():

@@ -38,11 +38,12 @@ def _unreduced(case, dtype: str) -> np.ndarray:
     """mpref.unreduced, shared by cases with the same rounded data (e.g. '-none'/'-mean' pairs)."""
     x, t, p = case.in_dtype(dtype)
     h = hashlib.sha1()
-    for a in [x, t] + [p[k] for k in sorted(p) if k in ARRAY_PARAMS]:
+    arrays = sorted(k for k in p if isinstance(p[k], np.ndarray))
+    for a in [x, t] + [p[k] for k in arrays]:
         h.update(repr((a.shape, a.dtype.str)).encode())
         h.update(np.ascontiguousarray(a).tobytes())
-    scalars = tuple(sorted((k, v) for k, v in p.items() if k not in ARRAY_PARAMS and k != "reduction"))
-    key = (case.family, dtype, tuple(sorted(k for k in p if k in ARRAY_PARAMS)), scalars, h.hexdigest())
+    scalars = tuple(sorted((k, v) for k, v in p.items() if k not in arrays and k != "reduction"))
+    key = (case.family, dtype, tuple(arrays), scalars, h.hexdigest())
     if key not in _UNREDUCED:
         if len(_UNREDUCED) >= 8:  # siblings are adjacent in the corpus; millions of live mpf slow the GC
             _UNREDUCED.pop(next(iter(_UNREDUCED)))

@@ -4,6 +4,9 @@ Each example is a batch of generated cases run through the same runner as `xentc
 worker process per framework and example), so every parameter mapping, reduction and
 convention of every logit API is exercised on inputs nobody wrote by hand.
 
+Every canonical parameter of the logit families is drawn: pos_weight, weight, class_weight,
+label_smoothing, sample_weight, ignore_index, axis, where, alpha, gamma and each reduction.
+
 A. Finite logits never give nan/inf, an exception or a crash (the reference is finite there).
 B. Well-scaled problems (float64, |x| <= 30, every output loss >= 0.5, moderate weights):
    every API agrees with the reference to 1e-9 relative, unless cases/expectations.toml
@@ -23,7 +26,7 @@ from harness import expectations, runner
 from harness.casefile import Case
 from harness.spec import FAMILIES
 
-LOGIT_FAMILIES = ("sigmoid", "softmax", "sparse_softmax")
+LOGIT_FAMILIES = ("sigmoid", "softmax", "sparse_softmax", "sigmoid_focal", "softmax_focal")
 #: The float64 check B cannot hold for Keras 3 by design: its loss classes compute in float32
 #: (keras.config.floatx()) and, on jax/torch, keras.ops.mean reduces float64 in float32 - both
 #: recorded in cases/expectations.toml and graded by the conformance suite.
@@ -52,7 +55,7 @@ def logit_case(draw, i: int, well_scaled: bool) -> Case:
     x = np.array(draw(st.lists(st.floats(-bound, bound, allow_nan=False), min_size=n * c, max_size=n * c))).reshape(n, c)
     params: dict = {"reduction": draw(st.sampled_from(["none", "sum", "mean"]))}
     wts = st.floats(0.5, 2.0) if well_scaled else st.sampled_from([0.0, 1e-6, 0.5, 1.0, 3.0, 1e6])
-    if fam == "sigmoid":
+    if fam in ("sigmoid", "sigmoid_focal"):
         if well_scaled:  # z in {0,1} on the side of x where the loss is >= 0.5
             z = draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=n * c, max_size=n * c))
             z = np.array(z).reshape(n, c)
@@ -60,9 +63,9 @@ def logit_case(draw, i: int, well_scaled: bool) -> Case:
             x = np.where(z == 0, mag, -mag)
         else:
             z = np.array(draw(st.lists(st.floats(0, 1), min_size=n * c, max_size=n * c))).reshape(n, c)
-        if draw(st.booleans()):
+        if fam == "sigmoid" and draw(st.booleans()):
             params["pos_weight"] = np.array(draw(st.lists(wts, min_size=c, max_size=c)))
-        if draw(st.booleans()):
+        if fam == "sigmoid" and draw(st.booleans()):
             params["weight"] = np.array(draw(st.lists(wts, min_size=n * c, max_size=n * c))).reshape(n, c)
         t = z
     else:
@@ -72,13 +75,36 @@ def logit_case(draw, i: int, well_scaled: bool) -> Case:
             others = x.copy()
             others[rows, k] = -np.inf
             x[rows, k] = np.minimum(x[rows, k], others.max(axis=1) - 1.0)
-        if draw(st.booleans()):
+        if "class_weight" in FAMILIES[fam].params and draw(st.booleans()):
             params["class_weight"] = np.array(draw(st.lists(wts, min_size=c, max_size=c)))
+        if "where" in FAMILIES[fam].params and draw(st.integers(0, 2)) == 0:
+            # classes left out of the softmax; the target and (well-scaled) the logit above it stay
+            wh = np.array(draw(st.lists(st.booleans(), min_size=n * c, max_size=n * c))).reshape(n, c)
+            others = x.copy()
+            others[np.arange(n), k] = -np.inf
+            wh[np.arange(n), k] = True
+            wh[np.arange(n), np.argmax(others, axis=1)] = True
+            params["where"] = wh
+        if fam == "sparse_softmax" and n >= 2 and draw(st.booleans()):
+            k = k.copy()  # ignored targets (never the first row, so a mean stays defined)
+            k[1:] = np.where(np.array(draw(st.lists(st.booleans(), min_size=n - 1, max_size=n - 1))), -100, k[1:])
+            params["ignore_index"] = -100
         t = k if FAMILIES[fam].targets == "index" else np.eye(c)[k]
+    if fam in ("sigmoid_focal", "softmax_focal"):
+        if draw(st.booleans()):
+            params["alpha"] = draw(st.floats(0.1, 0.9) if well_scaled else st.floats(0.0, 1.0))
+        if draw(st.booleans()):
+            params["gamma"] = draw(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]))
     if draw(st.booleans()):
         params["label_smoothing"] = draw(st.sampled_from([0.1, 0.25]) if well_scaled else st.floats(0, 1))
     if draw(st.booleans()):
         params["sample_weight"] = np.array(draw(st.lists(wts, min_size=n, max_size=n)))
+    if FAMILIES[fam].rowwise and draw(st.integers(0, 3)) == 0:  # the class axis first: axis 0
+        x = x.T.copy()
+        t = t.T.copy() if FAMILIES[fam].targets == "dense" else t
+        if "where" in params:
+            params["where"] = params["where"].T.copy()
+        params["axis"] = 0
     return Case(f"hypothesis/{fam}/{i}", fam, x.astype(np.float64), t, params, ("float64",) if well_scaled
                 else ("float32", "float64"))
 

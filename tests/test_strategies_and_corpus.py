@@ -33,7 +33,7 @@ def bits(a: np.ndarray) -> bytes:
 
 
 def fingerprint(c: Case) -> tuple:
-    params = tuple((k, bits(v) if k in ARRAY_PARAMS else v) for k, v in sorted(c.params.items()))
+    params = tuple((k, bits(v) if isinstance(v, np.ndarray) else v) for k, v in sorted(c.params.items()))
     return c.id, c.family, bits(c.inputs), bits(c.targets), params, c.dtypes
 
 
@@ -74,12 +74,16 @@ def test_case_is_valid_and_round_trips(case):
     fam = FAMILIES[case.family]
     x, t = case.inputs, case.targets
     assert x.dtype == np.float64
+    ax = case.params.get("axis", -1) % x.ndim
     if fam.rowwise:
-        assert x.ndim >= 2 and x.shape[-1] >= 1
-    if fam.targets == "index":
-        assert t.dtype == np.int64 and t.shape == x.shape[:-1]
+        assert x.ndim >= 2 and x.shape[ax] >= 1
+    if fam.targets == "classes":
+        C = case.params["output_weights"].shape[0]
+        assert t.dtype == np.int64 and t.shape[0] == x.shape[0] and np.all((t >= 0) & (t < C))
+    elif fam.targets == "index":
+        assert t.dtype == np.int64 and t.shape == x.shape[:ax] + x.shape[ax + 1:]
         ii = case.params.get("ignore_index")
-        assert np.all(((t >= 0) & (t < x.shape[-1])) | (t == ii))
+        assert np.all(((t >= 0) & (t < x.shape[ax])) | (t == ii))
     else:
         assert t.dtype == np.float64 and t.shape == x.shape
         assert np.all(np.isfinite(t))
@@ -134,8 +138,9 @@ def test_corpus_has_the_required_shapes():
         mine = [c for c in CORPUS if c.family == f]
         assert any(c.inputs.shape[0] == 0 for c in mine), f"{f}: empty batch"
         assert any(c.inputs.shape[0] == 1 for c in mine), f"{f}: batch of one"
-        assert any(c.inputs.shape[-1] >= LARGE_C for c in mine), f"{f}: >= {LARGE_C} classes (or columns)"
-        if fam.rowwise:
+        width = (lambda c: c.params["output_weights"].shape[0]) if fam.targets == "classes" else (lambda c: c.inputs.shape[-1])
+        assert any(width(c) >= LARGE_C for c in mine), f"{f}: >= {LARGE_C} classes (or columns)"
+        if fam.rowwise and fam.targets != "classes":
             assert any(c.inputs.shape[-1] == 1 for c in mine), f"{f}: one class"
             assert any(c.inputs.shape[-1] == 2 for c in mine), f"{f}: two classes"
     assert LARGE_C >= 32768

@@ -248,7 +248,8 @@ def test_tolerance_table_lists_every_dtype():
 
 def test_families_rowwise_flags_used_by_terms_per_output():
     assert {f for f, fam in FAMILIES.items() if fam.rowwise} == {
-        "softmax", "sparse_softmax", "categorical", "sparse_categorical"}
+        "softmax", "sparse_softmax", "categorical", "sparse_categorical", "softmax_focal", "categorical_focal",
+        "sampled_softmax", "nce"}
 
 
 def test_grade_compares_classes_in_the_tested_dtype():
