@@ -88,7 +88,9 @@ def coverage(apis: list[dict]) -> list[str]:
         return []
     params = [p for p in apis[0]["params"]]
     L = ["## Parameter coverage", "",
-         "Each canonical parameter and the argument an API takes it as; `—` not expressible. "
+         "Each canonical parameter and the argument an API takes it as; `—` not expressible; "
+         "`fixed 1`: the API has no axis argument and its class axis is that one (PyTorch: 1); a "
+         "qualified call: expressible only through that composition. "
          "Reductions name the API's own value where it differs (Keras' `sum_over_batch_size`).", "",
          "| API | family | " + " | ".join(params) + " | reductions | fixed | composition |",
          "|---|---|" + "---|" * len(params) + "---|---|---|"]

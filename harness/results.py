@@ -49,13 +49,30 @@ def api_table(frameworks) -> list[dict]:
     import adapters
     from harness.spec import PARAMS
 
+    from harness.spec import FAMILIES
+
+    def cell(a, p):
+        """The argument `p` maps to; how a consumed one is applied; the fixed axis; or None."""
+        if p in a.params and a.params[p] is not None:
+            return a.params[p]
+        if p in a.params and a.prepare_targets and p in a.prepare_targets[1].values():
+            kw = next(k for k, v in a.prepare_targets[1].items() if v == p)
+            return f"{a.prepare_targets[0]}(labels, {kw}=...)"
+        if p in a.params and a.derive is not None:
+            return "sampled_values"
+        if p == "axis" and p in FAMILIES[a.family].params:
+            return f"fixed {a.class_axis}"
+        return None
+
     out = []
     for a in adapters.all_apis(frameworks):
-        params = {p: a.params.get(p) for p in PARAMS if p != "reduction"}
+        params = {p: cell(a, p) for p in PARAMS if p != "reduction"}
         out.append({"framework": a.framework, "api": a.id, "family": a.family, "params": params,
                     "reductions": {r: a.reduction_values.get(r, r) for r in a.reductions},
                     "reduction_arg": a.reduction_arg, "fixed": {k: repr(v) for k, v in a.fixed.items()},
-                    "composition": f"{a.prepare[0]} then {a.name}" if a.prepare else "",
+                    "composition": "; ".join(
+                        ([f"{a.prepare[0]} on the inputs, then {a.name}"] if a.prepare else [])
+                        + ([f"{a.prepare_targets[0]} on the targets, then {a.name}"] if a.prepare_targets else [])),
                     "dtypes": list(a.dtypes), "conventions": {k: a.convention(k) for k in ("mean", "axis_mean")}})
     return out
 
