@@ -46,6 +46,10 @@ class Framework:
     to_numpy:  framework tensor -> numpy array of the same dtype.
     repro_imports / repro_array / repro_value: code templates for repro snippets;
                repro_array is formatted with {values} (a numpy expression) and {dtype}.
+    vjp:       the framework's reverse-mode autodiff (adapters.autodiff), or None when it has
+               none (Keras' numpy backend): its gradient rows are then `unsupported`.
+    repro_vjp: the snippet template of the same (adapters.autodiff.*_REPRO); repro_imports
+               must import what it uses.
     """
 
     name: str
@@ -58,6 +62,8 @@ class Framework:
     repro_array: str
     repro_value: str = "np.asarray({expr}, dtype=np.float64).tolist()"
     env: Mapping[str, str] = field(default_factory=dict)
+    vjp: Callable[[Callable[[dict], Any], Mapping[str, Any]], dict[str, Any]] | None = None
+    repro_vjp: str = ""
 
     def resolve(self, qualname: str) -> Callable[..., Any]:
         """The callable a public qualified name denotes ("tf.nn.x" -> tensorflow.nn.x)."""
@@ -148,8 +154,27 @@ def split_init(api: Api, kwargs: dict[str, Any]) -> tuple[dict[str, Any] | None,
     return init, {k: v for k, v in kwargs.items() if k not in api.init_args}
 
 
-def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
-    """Call `api` through framework `fw` (already set up) and return its output as numpy."""
+def gradient_args(api: Api, params: Mapping[str, Any]) -> dict[str, str]:
+    """{gradient quantity: the keyword argument it differentiates} for this API and case."""
+    from harness.oracle import weight_param
+    from harness.spec import FAMILIES
+
+    out = {"grad_logits": api.inputs}
+    if FAMILIES[api.family].targets == "dense":
+        out["grad_targets"] = api.targets
+    wp = weight_param(params)
+    if wp is not None and api.params.get(wp):
+        out["grad_weights"] = api.params[wp]
+    return out
+
+
+def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any],
+         quantities: tuple[str, ...] = ("loss",)) -> dict[str, tuple[str, Any]]:
+    """Call `api` through framework `fw` (already set up): {quantity: (kind, payload)} with kind
+    "ok" (a numpy array), "none" (the framework returned no gradient) or "raised" (the first
+    line of the exception). The loss is one call; each gradient is its own forward and backward
+    pass, so one that raises (a derivative not implemented) loses no other. An exception in
+    the loss itself propagates (every quantity of the call failed)."""
     kwargs = call_plan(api, x, t, params)
 
     def native(v):
@@ -160,13 +185,31 @@ def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[
         return v
 
     kw = {k: native(v) for k, v in kwargs.items()}
-    if api.prepare is not None:
-        pname, pkw = api.prepare
-        kw[api.inputs] = fw.resolve(pname)(kw[api.inputs], **pkw)
     tt = target_transform(api, params)
-    if tt is not None:
-        kw[api.targets] = fw.resolve(tt[0])(kw[api.targets], **tt[1])
-    init, rest = split_init(api, kw)
     fn = fw.resolve(api.name)
-    out = fn(**rest) if init is None else fn(**init)(**rest)
-    return fw.to_numpy(out)
+
+    def forward(over: Mapping[str, Any]):
+        k = {**kw, **over}
+        if api.prepare is not None:
+            pname, pkw = api.prepare
+            k[api.inputs] = fw.resolve(pname)(k[api.inputs], **pkw)
+        if tt is not None:
+            k[api.targets] = fw.resolve(tt[0])(k[api.targets], **tt[1])
+        init, rest = split_init(api, k)
+        return fn(**rest) if init is None else fn(**init)(**rest)
+
+    out: dict[str, tuple[str, Any]] = {}
+    if "loss" in quantities:
+        out["loss"] = ("ok", fw.to_numpy(forward({})))
+    args = gradient_args(api, params)
+    for q in quantities:
+        if q == "loss":
+            continue
+        arg = args[q]
+        try:
+            g = fw.vjp(forward, {arg: kw[arg]})[arg]
+            out[q] = ("none", "") if g is None else ("ok", fw.to_numpy(g))
+        except Exception as e:  # noqa: BLE001 - a backward that raises is that row's result
+            msg = str(e).strip()
+            out[q] = ("raised", f"{type(e).__name__}: {(msg.splitlines()[0] if msg else '')[:300]}")
+    return out

@@ -12,6 +12,7 @@ from functools import partial
 import numpy as np
 
 from adapters import Framework
+from adapters.autodiff import JAX_REPRO, jax_vjp
 from harness.spec import Api
 
 API = partial(Api, framework="jax", inputs="logits", targets="labels")
@@ -50,6 +51,8 @@ FRAMEWORK = Framework(
     repro_value="np.asarray({expr}, dtype=np.float64).tolist()",
     env={"JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1",
          "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"},
+    vjp=jax_vjp,
+    repro_vjp=JAX_REPRO,
 )
 
 AXIS_WHERE = {"axis": "axis", "where": "where"}

@@ -25,6 +25,7 @@ from functools import partial
 import numpy as np
 
 from adapters import Framework
+from adapters.autodiff import JAX_REPRO, TF_REPRO, TORCH_REPRO, jax_vjp, tf_vjp, torch_vjp
 from harness.spec import Api
 
 GENERIC_NAME = "keras"
@@ -67,6 +68,12 @@ _ENV = {
     "numpy": {},
 }
 
+#: each backend's autodiff (the numpy backend has none), and what its repro snippet imports for it
+_AUTODIFF = {"tensorflow": (tf_vjp, TF_REPRO, ", tensorflow as tf"),
+             "jax": (jax_vjp, JAX_REPRO, ", jax, jax.numpy as jnp"),
+             "torch": (torch_vjp, TORCH_REPRO, ", torch"),
+             "numpy": (None, "", "")}
+
 FRAMEWORKS = {
     f"keras[{b}]": Framework(
         name=f"keras[{b}]",
@@ -75,10 +82,12 @@ FRAMEWORKS = {
         setup=_setup,
         to_native=_to_native,
         to_numpy=_to_numpy,
-        repro_imports=f'import os; os.environ["KERAS_BACKEND"] = "{b}"; import numpy as np, keras',
+        repro_imports=f'import os; os.environ["KERAS_BACKEND"] = "{b}"; import numpy as np, keras{_AUTODIFF[b][2]}',
         repro_array="keras.ops.convert_to_tensor({values}, dtype='{dtype}')",
         repro_value="keras.ops.convert_to_numpy(keras.ops.cast({expr}, 'float64')).tolist()",
         env={"KERAS_BACKEND": b, **_ENV[b]},
+        vjp=_AUTODIFF[b][0],
+        repro_vjp=_AUTODIFF[b][1],
     )
     for b in BACKENDS
 }

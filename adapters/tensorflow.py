@@ -19,6 +19,7 @@ from functools import partial
 import numpy as np
 
 from adapters import Framework
+from adapters.autodiff import TF_REPRO, tf_vjp
 from harness.spec import Api
 
 API = partial(Api, framework="tensorflow")
@@ -91,6 +92,8 @@ FRAMEWORK = Framework(
     repro_array="tf.constant({values}, dtype=tf.{dtype})",
     repro_value="tf.cast({expr}, tf.float64).numpy().tolist()",
     env={"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow", "OMP_NUM_THREADS": "1"},
+    vjp=tf_vjp,
+    repro_vjp=TF_REPRO,
 )
 
 APIS = [

@@ -18,6 +18,7 @@ from functools import partial
 import numpy as np
 
 from adapters import Framework
+from adapters.autodiff import TORCH_REPRO, torch_vjp
 from harness.spec import Api
 
 ALL = ("none", "sum", "mean")
@@ -60,6 +61,8 @@ FRAMEWORK = Framework(
     repro_array="torch.tensor({values}).to(torch.{dtype})",
     repro_value="{expr}.double().tolist()",
     env={"OMP_NUM_THREADS": "1"},
+    vjp=torch_vjp,
+    repro_vjp=TORCH_REPRO,
 )
 
 F = "torch.nn.functional."

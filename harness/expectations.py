@@ -14,7 +14,10 @@ statuses it expects, a reason, and a public reference where one exists:
     ref = "https://pytorch.org/docs/stable/generated/torch.nn.BCELoss.html"
 
 A failing row is *known* when an entry covers it with the row's status (an expected
-failure). A failing row no entry covers, or covered with another status, is *unknown* (a
+failure). A gradient row also inherits the entry of its own call's loss row: when the loss is
+known to fail with the same status (or raised, so nothing could be differentiated), the
+backward pass of that computation is expected to fail with it. Entries with quantity "grad_*"
+(or one gradient) describe failures of the backward pass where the loss itself is right. A failing row no entry covers, or covered with another status, is *unknown* (a
 test failure). An entry that covers no failing row is *stale* (also a test failure), so the
 file cannot rot.
 """
@@ -98,15 +101,29 @@ def load(path: str = DEFAULT_PATH) -> list[Known]:
     return out
 
 
-def match(known: Iterable[Known], row: Mapping) -> Known | None:
-    """The entry that expects this failing row, or None (unknown failure / not failing)."""
+def match(known: Iterable[Known], row: Mapping, loss_row: Mapping | None = None) -> Known | None:
+    """The entry that expects this failing row, or None (unknown failure / not failing).
+    loss_row: for a gradient row, the loss row of the same call, whose entry it inherits when
+    the loss fails with the same status or raised."""
     if row["status"] not in FAILING:
         return None
     for k in known:
         if row["status"] in k.status and k.covers(row["api"], row["case_id"], row["dtype"], row["quantity"],
                                                   row.get("framework", "")):
             return k
+    if loss_row is not None and row["quantity"] != "loss" and (
+            loss_row["status"] == row["status"] or loss_row["status"] in ("raised", "crashed")):
+        return match(known, loss_row)
     return None
+
+
+def loss_rows(rows: Iterable[Mapping]) -> dict[tuple, Mapping]:
+    """{(framework, api, case_id, dtype): loss row}, to pass each gradient row its loss row."""
+    return {(r["framework"], r["api"], r["case_id"], r["dtype"]): r for r in rows if r["quantity"] == "loss"}
+
+
+def loss_row_of(index: Mapping[tuple, Mapping], row: Mapping) -> Mapping | None:
+    return index.get((row["framework"], row["api"], row["case_id"], row["dtype"]))
 
 
 def stale(known: Iterable[Known], rows: Iterable[Mapping], apis_run: Iterable[tuple[str, str]]) -> list[tuple[Known, str]]:
@@ -130,9 +147,13 @@ def annotate(df, known: list[Known]):
     """Add columns `known` (bool), `known_reason` and `known_entry` (index into `known`, -1 if
     none) to a results DataFrame."""
     index = {id(k): i for i, k in enumerate(known)}
-    entries = [match(known, r) for r in df.to_dict("records")]
+    records = df.to_dict("records")
+    losses = loss_rows(records)
+    entries = [match(known, r, loss_row_of(losses, r)) for r in records]
     df = df.copy()
     df["known_entry"] = [-1 if k is None else index[id(k)] for k in entries]
-    df["known_reason"] = ["" if k is None else f"{k.kind}: {k.reason}" for k in entries]
+    df["known_reason"] = ["" if k is None else f"{k.kind}: " + (
+        "" if k.covers(r["api"], r["case_id"], r["dtype"], r["quantity"], r["framework"]) else "(the loss's entry) ")
+        + k.reason for k, r in zip(entries, records)]
     df["known"] = df["known_entry"] >= 0
     return df

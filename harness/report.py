@@ -19,9 +19,10 @@ from harness.spec import FAILING, STATUSES
 from harness.tolerance import table as tolerance_table
 
 #: severity order, worst first
-SEVERITY = ["crashed", "raised", "nonfinite_mismatch", "discrepancy", "match", "unsupported"]
-CELL = {"crashed": "CRASH", "raised": "RAISE", "nonfinite_mismatch": "NONFINITE", "discrepancy": "ULP",
-        "match": "ok", "unsupported": "·"}
+SEVERITY = ["crashed", "raised", "no_gradient", "nonfinite_mismatch", "discrepancy", "match", "unsupported"]
+CELL = {"crashed": "CRASH", "raised": "RAISE", "no_gradient": "NOGRAD", "nonfinite_mismatch": "NONFINITE",
+        "discrepancy": "ULP", "match": "ok", "unsupported": "·"}
+QUANTITY_ABBR = {"loss": "loss", "grad_logits": "∂inputs", "grad_targets": "∂targets", "grad_weights": "∂weights"}
 DTYPE_ABBR = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
 INLINE_REPRO_MAX = 1500
 
@@ -58,17 +59,23 @@ def label(framework: str, api: str) -> str:
     return f"{api} · {framework}" if framework.startswith("keras[") else api
 
 
-def matrix(df: pd.DataFrame) -> list[str]:
-    cats = [c for c in ["baseline", "extreme", "soft_labels", "weights", "shapes"] if c in set(df.category)]
-    cats += sorted(set(df.category) - set(cats))
+def matrix(df: pd.DataFrame, by: str = "category") -> list[str]:
+    """API x (`by`, dtype): the worst status and largest graded ULP error of each cell. by:
+    "category" (the loss matrix) or "quantity" (the gradient matrix: every case together)."""
+    if by == "category":
+        cats = [c for c in ["baseline", "extreme", "soft_labels", "weights", "shapes"] if c in set(df.category)]
+        cats += sorted(set(df.category) - set(cats))
+    else:
+        cats = [q for q in QUANTITY_ABBR if q in set(df.quantity)]
     dts = [d for d in DTYPE_ABBR if d in set(df.dtype)]
     cols = [(c, d) for c in cats for d in dts]
-    lines = ["| API | " + " | ".join(f"{md(c)} {DTYPE_ABBR[d]}" for c, d in cols) + " |",
+    head = (lambda c: md(c)) if by == "category" else (lambda c: QUANTITY_ABBR[c])
+    lines = ["| API | " + " | ".join(f"{head(c)} {DTYPE_ABBR[d]}" for c, d in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for (fw, api), g in df.groupby(["framework", "api"], sort=True):
         cells = []
         for c, d in cols:
-            sub = g[(g.category == c) & (g.dtype == d)]
+            sub = g[(g[by] == c) & (g.dtype == d)]
             if sub.empty:
                 cells.append("")
                 continue
@@ -202,7 +209,15 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
           "error among graded finite results. `ok` within tolerance, `ULP` out of tolerance, "
           "`NONFINITE` nan/inf where the reference is finite or the reverse, `RAISE` raised, "
           "`CRASH` worker died, `·` not expressible by the API.", ""]
-    L += matrix(df) + [""]
+    L += matrix(df[df.quantity == "loss"]) + [""]
+    grads = df[df.quantity != "loss"]
+    if not grads.empty:
+        L += ["## Gradient compatibility matrix", "",
+              "The backward pass through each framework's own autodiff, against the exact gradient of the "
+              "sum of the API's outputs (with its mean's normalisation): ∂inputs (logits, probabilities or "
+              "activations), ∂targets (dense targets) and ∂weights (the case's weight array). Cell: worst status over "
+              "every case, largest graded ULP error; `NOGRAD` the framework returned no gradient.", ""]
+        L += matrix(df, by="quantity") + [""]
 
     L += coverage(meta.get("apis", []))
 
@@ -211,21 +226,23 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
 
     # groups: (api, dtype, category, status)
     groups = []
-    for (fw, api, dtype, cat, status), g in failing.groupby(["framework", "api", "dtype", "category", "status"],
-                                                           sort=False):
-        groups.append(((label(fw, api), dtype, cat, status), g, _worst(g)))
+    for (fw, api, dtype, cat, status, qty), g in failing.groupby(["framework", "api", "dtype", "category", "status",
+                                                                 "quantity"], sort=False):
+        groups.append(((label(fw, api), dtype, cat, status, qty), g, _worst(g)))
     groups.sort(key=lambda kg: (SEVERITY.index(kg[0][3]), -float(np.nan_to_num(kg[2].max_ulp, nan=-1.0, posinf=1e300)),
                                 kg[0][0], kg[0][1], kg[0][2]))
 
     fin = failing[failing.status.isin(["discrepancy", "nonfinite_mismatch"])]
     if not fin.empty:
-        L += ["## Worst findings", "", "The largest departure of each (API, dtype), worst first.", "",
-              "| API | dtype | case | input | reference | framework | ULP | known |", "|---|---|---|---|---|---|---|---|"]
-        per = [(_worst(g)) for _, g in fin.groupby(["framework", "api", "dtype"])]
+        L += ["## Worst findings", "", "The largest departure of each (API, dtype, quantity), worst first.", "",
+              "| API | dtype | quantity | case | input | reference | framework | ULP | known |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        per = [(_worst(g)) for _, g in fin.groupby(["framework", "api", "dtype", "quantity"])]
         per.sort(key=lambda r: (SEVERITY.index(r.status), -float(np.nan_to_num(r.max_ulp, posinf=1e300))))
-        for r in per[:25]:
-            L.append(f"| `{md(label(r.framework, r.api))}` | {r['dtype']} | `{md(r.case_id)}` | {md(r.worst_input)} | {r.expected:.9g} | "
-                     f"{r.actual:.9g} | {fmt_ulp(r.max_ulp)} | {'yes' if r.known else '**no**'} |")
+        for r in per[:40]:
+            L.append(f"| `{md(label(r.framework, r.api))}` | {r['dtype']} | {r.quantity} | `{md(r.case_id)}` | "
+                     f"{md(r.worst_input)} | {r.expected:.9g} | {r.actual:.9g} | {fmt_ulp(r.max_ulp)} | "
+                     f"{'yes' if r.known else '**no**'} |")
         L.append("")
 
     L += differences(df, known)
@@ -234,12 +251,12 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
     L += ["## Discrepancy groups", "",
           "One group per (API, dtype, category, status), worst first; the repro calls the API on the exact "
           "inputs of the worst row (cut to its worst element or row when unreduced).", ""]
-    for (api, dtype, cat, status), g, w in groups:
-        fname = safe_name(w.framework, api, w.case_id, dtype)
+    for (api, dtype, cat, status, qty), g, w in groups:
+        fname = safe_name(w.framework, api, w.case_id, dtype, *(() if qty == "loss" else (qty,)))
         if w.repro:
             with open(os.path.join(repro_dir, fname), "w") as f:
                 f.write(w.repro)
-        L += [f"### `{md(api)}` · {dtype} · {md(cat)} · {status}", "",
+        L += [f"### `{md(api)}` · {dtype} · {md(cat)} · {status}" + ("" if qty == "loss" else f" · {qty}"), "",
               f"- rows: {len(g)} ({', '.join(f'`{md(c)}`' for c in g.case_id.head(6))}{', …' if len(g) > 6 else ''})",
               f"- worst: `{md(w.case_id)}` at index ({md(w.worst_index)}): {md(w.worst_input)}"]
         if status in ("discrepancy", "nonfinite_mismatch"):

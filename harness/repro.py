@@ -1,5 +1,7 @@
 """Runnable three-line repro snippets: plain Python that calls the framework API on the
-exact (dtype-rounded) inputs and prints the framework's value beside the reference's.
+exact (dtype-rounded) inputs and prints the framework's value beside the reference's. A
+gradient row's snippet differentiates the call with the framework's own autodiff (the
+framework's `repro_vjp`) and prints that gradient beside the reference gradient.
 
 The snippet is cut down to the worst element (elementwise families) or worst row (row-wise
 families) when the loss is unreduced, so it stays small; otherwise it carries the whole case.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters import Framework, call_plan, split_init, target_transform
+from adapters import Framework, call_plan, gradient_args, split_init, target_transform
 from harness import oracle
 from harness.dtypes import reference_precision
 from harness.spec import FAMILIES, Api
@@ -61,12 +63,16 @@ def minimise(api: Api, x, t, params, worst_index):
     return x[sl], t[sl], p
 
 
-def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index) -> str:
-    """Three lines: imports; the inputs; print(framework value, reference value)."""
+def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quantity: str = "loss") -> str:
+    """Three lines: imports; the inputs; print(framework value, reference value) (a gradient:
+    one more, the backward pass). worst_index: the worst output, or None for the whole case."""
     x, t, params = minimise(api, x, t, params, worst_index)
     prec, _ = reference_precision(dtype)
     conv = {k: api.convention(k) for k in ("mean", "axis_mean")}
-    ref = oracle.loss(api.family, x, t, params, conv, prec).astype(np.float64)
+    if quantity == "loss":
+        ref = oracle.loss(api.family, x, t, params, conv, prec).astype(np.float64)
+    else:
+        ref = oracle.grad(api.family, x, t, params, conv, prec)[quantity][0].astype(np.float64)
     kwargs = call_plan(api, x, t, params)
     names = {id(v): n for n, v in (("x", x), ("t", t))}
     assigns, args = [], {}
@@ -95,10 +101,13 @@ def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index) -> s
     call = f"{api.name}({', '.join(f'{k}={v}' for k, v in rest.items())})"
     if init is not None:
         call = f"{api.name}({', '.join(f'{k}={v}' for k, v in init.items())})({', '.join(f'{k}={v}' for k, v in rest.items())})"
-    value = fw.repro_value.format(expr=call)
     ref_txt = repr(ref.tolist()).replace("nan", "float('nan')").replace("inf", "float('inf')")
-    return "\n".join([
-        fw.repro_imports,
-        "; ".join(assigns),
-        f"print({api.id!r}, {value}, 'reference:', {ref_txt})",
-    ]) + "\n"
+    if quantity == "loss":
+        return "\n".join([fw.repro_imports, "; ".join(assigns),
+                          f"print({api.id!r}, {fw.repro_value.format(expr=call)}, 'reference:', {ref_txt})"]) + "\n"
+    arg = gradient_args(api, params)[quantity]
+    var = names.get(id(kwargs[arg]), arg)
+    backward = fw.repro_vjp.format(var=var, expr=call, out="out", g="g")
+    value = fw.repro_value.format(expr="g")
+    return "\n".join([fw.repro_imports, "; ".join(assigns), backward,
+                      f"print({api.id!r}, 'd/d{var}', None if g is None else {value}, 'reference:', {ref_txt})"]) + "\n"

@@ -1,4 +1,5 @@
-"""The runner: cases x APIs x dtypes -> one results table.
+"""The runner: cases x APIs x dtypes -> one results table, one row per quantity (the loss and
+its gradients, harness.spec.QUANTITIES).
 
 Each framework runs in its own worker process (spawned, so this process imports no
 framework). One call is in flight per worker at a time, so when a worker dies or hangs the
@@ -25,7 +26,7 @@ from harness import oracle, repro, worker
 from harness.casefile import Case
 from harness.compare import grade
 from harness.dtypes import reference_precision
-from harness.spec import DTYPES, FAMILIES, RESULT_COLUMNS, Api
+from harness.spec import DTYPES, FAMILIES, QUANTITIES, RESULT_COLUMNS, Api
 from harness.tolerance import terms_per_output, tolerance_ulp
 
 CALL_TIMEOUT_S = 300.0  # one call (first calls compile: optax at a new shape takes ~0.5 s)
@@ -38,26 +39,40 @@ class Task:
     case: Case
     api: Api
     dtype: str
+    quantities: tuple[str, ...] = ("loss",)
+
+
+def _order(idx: int, quantity: str) -> int:
+    """Row order: by task, then quantity."""
+    return idx * len(QUANTITIES) + QUANTITIES.index(quantity)
 
 
 def plan(cases: Iterable[Case], apis: Iterable[Api], dtypes: Iterable[str]) -> tuple[list[Task], list[dict]]:
-    """Every (case, api, dtype) to run, and the rows decided without running (unsupported)."""
+    """Every (case, api, dtype) to run with the quantities it has (the loss, and the gradients
+    of adapters.gradient_args), and the rows decided without running (unsupported)."""
     dtypes = [d for d in DTYPES if d in set(dtypes)]
     tasks: list[Task] = []
     skipped: list[dict] = []
     idx = 0
     for api in apis:
+        autodiff = adapters.load(api.framework).framework.vjp is not None
         for case in cases:
             if case.family != api.family:
                 continue
+            grads = tuple(adapters.gradient_args(api, case.params))
             for d in dtypes:
                 if case.dtypes is not None and d not in case.dtypes:
                     continue
                 why = api.cannot_express(case.params, d, case.inputs.ndim)
                 if why:
-                    skipped.append(_row(case, api, d, status="unsupported", detail=why, _idx=idx))
+                    skipped += [_row(case, api, d, quantity=q, status="unsupported", detail=why, _idx=_order(idx, q))
+                                for q in ("loss", *grads)]
+                elif autodiff:
+                    tasks.append(Task(idx, case, api, d, ("loss", *grads)))
                 else:
                     tasks.append(Task(idx, case, api, d))
+                    skipped += [_row(case, api, d, quantity=q, status="unsupported", _idx=_order(idx, q),
+                                     detail=f"{api.framework} has no automatic differentiation") for q in grads]
                 idx += 1
     return tasks, skipped
 
@@ -73,32 +88,44 @@ def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
     return row
 
 
+#: a bound on the reference gradient's absolute error, in units of u_ref * (P + N) (its terms'
+#: magnitude): each of P and N is a few correctly rounded operations (tests/test_oracle_grad.py)
+GRAD_ERROR_UNITS = 8
+
+
 class Reference:
-    """Reference values, computed once per (case, dtype, conventions)."""
+    """Reference values, computed once per (case, dtype, conventions): the loss, and its
+    gradients with the bound on their own error (None for the loss, whose terms never cancel)."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple, tuple[np.ndarray, str]] = {}
+        self._cache: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray | None]]] = {}
 
-    def __call__(self, case: Case, api: Api, dtype: str) -> tuple[np.ndarray, str]:
+    def __call__(self, case: Case, api: Api, dtype: str, quantity: str = "loss") -> tuple[np.ndarray, str, np.ndarray | None]:
         conv = (api.convention("mean"), api.convention("axis_mean"))
-        key = (case.id, dtype, conv)
+        key = (case.id, dtype, conv, quantity == "loss")
+        prec, label = reference_precision(dtype)
         if key not in self._cache:
             x, t, p = case.in_dtype(dtype)
-            prec, label = reference_precision(dtype)
-            ref = oracle.loss(case.family, x, t, p, {"mean": conv[0], "axis_mean": conv[1]}, prec)
-            self._cache[key] = (ref, label)
-        return self._cache[key]
+            c = {"mean": conv[0], "axis_mean": conv[1]}
+            if quantity == "loss":
+                self._cache[key] = {"loss": (oracle.loss(case.family, x, t, p, c, prec), None)}
+            else:
+                u = float(np.finfo(prec).eps) / 2
+                self._cache[key] = {q: (v, (GRAD_ERROR_UNITS * u) * np.asarray(s, np.float64))
+                                    for q, (v, s) in oracle.grad(case.family, x, t, p, c, prec).items()}
+        ref, err = self._cache[key][quantity]
+        return ref, label, err
 
 
 REPRO_FAILED = "# repro failed: "
 
 
-def _snippet(fw, task: Task, idx, data) -> str:
+def _snippet(fw, task: Task, idx, data, quantity: str = "loss") -> str:
     """The repro of a row (data: the case in the row's dtype); a harness bug here is recorded
     in the row, never loses the run."""
     x, t, p = data
     try:
-        return repro.snippet(fw, task.api, task.dtype, x, t, p, idx)
+        return repro.snippet(fw, task.api, task.dtype, x, t, p, idx, quantity)
     except Exception as e:  # noqa: BLE001 - reported in the row and failed by the test suite
         return f"{REPRO_FAILED}{type(e).__name__}: {e}\n"
 
@@ -107,8 +134,26 @@ def _fmt(v: float) -> str:
     return f"{float(v):.9g}"
 
 
-def worst_input(case: Case, api: Api, data, idx: tuple[int, ...] | None) -> str:
+def output_index(case: Case, api: Api, quantity: str, idx: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The loss output a gradient element belongs to (rows: the row of an input element); None
+    when it has none (a weight shared by every output, or a sampled loss's output weights)."""
+    if quantity == "loss" or idx is None:
+        return idx
+    if quantity == "grad_weights":
+        return None
+    fam = FAMILIES[case.family]
+    if "axis" in case.params and (fam.rowwise or api.convention("axis_mean")):
+        return None
+    return idx[:-1] if fam.rowwise or api.convention("axis_mean") else idx
+
+
+def worst_input(case: Case, api: Api, data, idx: tuple[int, ...] | None, quantity: str = "loss") -> str:
     """The inputs behind the worst output element, as short text (data: the case in the row's dtype)."""
+    if quantity != "loss":
+        where = "" if idx is None else f"d/d{ {'grad_logits': 'inputs', 'grad_targets': 'targets'}.get(quantity, 'weights')}[{','.join(map(str, idx))}] at "
+        out = output_index(case, api, quantity, idx)
+        return where + (worst_input(case, api, data, out) if out is not None
+                        else f"whole case (reduction={case.reduction}, inputs shape {np.shape(data[0])})")
     x, t, p = data
     if case.reduction != "none" or idx is None or idx == ():
         return f"whole case (reduction={case.reduction}, inputs shape {x.shape})"
@@ -157,7 +202,7 @@ class WorkerHandle:
         x, t, p = task.case.in_dtype(task.dtype)
         self.inflight = task
         self.deadline = time.monotonic() + CALL_TIMEOUT_S
-        self.conn.send((task.idx, task.api.id, x, t, p))
+        self.conn.send((task.idx, task.api.id, x, t, p, task.quantities))
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -203,14 +248,18 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
 
         bar = tqdm(total=len(tasks), unit="call", desc="xentc run", dynamic_ncols=True)
 
-    def finish(task: Task, **kw) -> None:
+    def finish(task: Task, quantity: str = "loss", **kw) -> None:
         kw.setdefault("framework_version", versions.get(task.api.framework, ""))
-        rows.append(_row(task.case, task.api, task.dtype, _idx=task.idx, **kw))
-        if bar is not None:
+        rows.append(_row(task.case, task.api, task.dtype, quantity=quantity, _idx=_order(task.idx, quantity), **kw))
+        if bar is not None and quantity == "loss":
             bar.update(1)
 
-    def graded(task: Task, out: np.ndarray, seconds: float) -> None:
-        ref, label = reference(task.case, task.api, task.dtype)
+    def finish_all(task: Task, **kw) -> None:
+        for q in task.quantities:
+            finish(task, q, **kw)
+
+    def graded(task: Task, quantity: str, out: np.ndarray, seconds: float) -> None:
+        ref, label, ref_err = reference(task.case, task.api, task.dtype, quantity)
         shape = task.case.inputs.shape
         if "axis" in task.case.params and shape:  # the class (or mean) axis counted as the last one
             ax = task.case.params["axis"] % len(shape)
@@ -220,7 +269,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         n = terms_per_output(FAMILIES[task.case.family].rowwise, shape, task.case.reduction,
                              bool(task.api.convention("axis_mean")))
         tol = tolerance_ulp(task.dtype, n)
-        g = grade(out, ref, task.dtype, tol)
+        g = grade(out, ref, task.dtype, tol, ref_err)
         idx = g.worst_index
         detail = g.detail
         if out.dtype.name != task.dtype:
@@ -231,15 +280,30 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                    reference=label, detail=detail, seconds=seconds)
         if g.status != "match":
             data = task.case.in_dtype(task.dtype)  # rounded once for both
-            row["worst_input"] = worst_input(task.case, task.api, data, idx)
-            row["repro"] = _snippet(fws[task.api.framework], task, idx, data)
-        finish(task, **row)
+            row["worst_input"] = worst_input(task.case, task.api, data, idx, quantity)
+            row["repro"] = _snippet(fws[task.api.framework], task, output_index(task.case, task.api, quantity, idx),
+                                    data, quantity)
+        finish(task, quantity, **row)
 
-    def failed_row(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
-        ref, label = reference(task.case, task.api, task.dtype)
-        finish(task, status=status, detail=detail, seconds=seconds, reference=label,
+    def failed_row(task: Task, status: str, detail: str, seconds: float = np.nan, quantity: str = "loss") -> None:
+        ref, label, _ = reference(task.case, task.api, task.dtype, quantity)
+        finish(task, quantity, status=status, detail=detail, seconds=seconds, reference=label,
                expected=float(np.asarray(ref, np.float64).ravel()[0]) if ref.size else np.nan,
-               repro=_snippet(fws[task.api.framework], task, None, task.case.in_dtype(task.dtype)))
+               repro=_snippet(fws[task.api.framework], task, None, task.case.in_dtype(task.dtype), quantity))
+
+    def failed_all(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
+        for q in task.quantities:
+            failed_row(task, status, detail, seconds, q)
+
+    def received(task: Task, results: dict, seconds: float) -> None:
+        for q in task.quantities:
+            kind, payload = results[q]
+            if kind == "ok":
+                graded(task, q, np.asarray(payload), seconds)
+            elif kind == "none":
+                failed_row(task, "no_gradient", f"{task.api.framework} returned no gradient (None)", seconds, q)
+            else:
+                failed_row(task, "raised", payload, seconds, q)
 
     handles = {fw: WorkerHandle(fw, log_dir) for fw in frameworks if queues[fw]}
     try:
@@ -274,13 +338,13 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     h.proc.join(5)
                     why = _death(h.proc)
                     if h.inflight is not None:
-                        failed_row(h.inflight, "crashed", why)
+                        failed_all(h.inflight, "crashed", why)
                         h.inflight = None
                         h.kill()
                         h.start()
                     elif not h.ready:  # died while starting: its calls cannot run
                         for t in queues[h.framework]:
-                            finish(t, status="crashed", detail=f"worker failed to start: {why}")
+                            finish_all(t, status="crashed", detail=f"worker failed to start: {why}")
                         queues[h.framework].clear()
                         h.kill()
                         del handles[h.framework]
@@ -290,7 +354,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     versions[h.framework] = msg[1]
                 elif msg[0] == "unavailable":
                     for t in queues[h.framework]:
-                        finish(t, status="unsupported", detail=f"framework {h.framework} unavailable: {msg[1]}")
+                        finish_all(t, status="unsupported", detail=f"framework {h.framework} unavailable: {msg[1]}")
                     queues[h.framework].clear()
                     h.stop()
                     del handles[h.framework]
@@ -299,20 +363,20 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     task, h.inflight = h.inflight, None
                     assert task is not None and task.idx == task_id
                     if kind == "ok":
-                        graded(task, np.asarray(payload), seconds)
+                        received(task, payload, seconds)
                     else:
-                        failed_row(task, "raised", payload, seconds)
+                        failed_all(task, "raised", payload, seconds)
             now = time.monotonic()
             for fw, h in list(handles.items()):
                 if now > h.deadline and (h.inflight is not None or not h.ready):
                     if h.inflight is not None:
-                        failed_row(h.inflight, "crashed", f"timeout after {CALL_TIMEOUT_S:.0f} s")
+                        failed_all(h.inflight, "crashed", f"timeout after {CALL_TIMEOUT_S:.0f} s")
                         h.inflight = None
                         h.kill()
                         h.start()
                     else:
                         for t in queues[fw]:
-                            finish(t, status="crashed", detail=f"worker did not start in {START_TIMEOUT_S:.0f} s")
+                            finish_all(t, status="crashed", detail=f"worker did not start in {START_TIMEOUT_S:.0f} s")
                         queues[fw].clear()
                         h.kill()
                         del handles[fw]

@@ -178,6 +178,56 @@ def loss_rows(family: str, x, labels, params: Mapping[str, Any], precision=np.fl
     raise ValueError(f"unknown sampled family {family!r} (known: {', '.join(FAMILIES)})")
 
 
+
+def _signed_matmul(g, a, spec):
+    """(P, N) of einsum(spec, P - N, a) for an array a of either sign: each product placed by sign."""
+    P, N = g
+    ap, an = np.where(a > 0, a, 0), np.where(a < 0, -a, 0)
+    nan = np.isnan(a)
+    ap, an = np.where(nan, a, ap), np.where(nan, a, an)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (np.einsum(spec, P, ap) + np.einsum(spec, N, an), np.einsum(spec, P, an) + np.einsum(spec, N, ap))
+
+
+def grad_rows(family: str, x, labels, params: Mapping[str, Any], reduction: str = "none",
+              precision=np.float64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The gradients of the sum of the outputs (with `mean`'s 1/N) as (value, scale) pairs (see
+    `harness.oracle`'s gradient section): "grad_logits" w.r.t. the inputs x [N, d], "grad_weights"
+    w.r.t. output_weights [C, d]. With G = dloss/dlogits (softmax(l) - y, or sigmoid(l) - y for
+    NCE; 0 at removed hits): dx_i = sum_c G_ic W[id_c], dW_k = sum_{(i, c): id_c = k} G_ic x_i."""
+    from .oracle import _softmax_pullback, _times, one_minus_softmax
+
+    hi, _lo, _terms, y = _logits(x, labels, params, precision)
+    labels_, s = _ids(labels, params)
+    N = hi.shape[0]
+    with np.errstate(all="ignore"):
+        if family == "sampled_softmax":
+            nls = neg_log_softmax(hi)
+            G = _softmax_pullback(np.exp(-nls), one_minus_softmax(nls), y)
+        else:
+            one = precision(1)
+            G = (mul0(one - y, sigmoid(hi)), mul0(y, sigmoid(-hi)))
+    bad = np.any(np.isnan(hi), axis=-1, keepdims=True)
+    G = tuple(np.where(bad, np.nan, a) for a in G)
+    if reduction == "mean":
+        G = _times(G, precision(1) / precision(N) if N else precision(np.nan))
+    W = np.asarray(params["output_weights"]).astype(np.float64).astype(precision)
+    xx = np.asarray(x).astype(np.float64).astype(precision)
+    C = W.shape[0]
+    ids = np.concatenate([labels_, np.broadcast_to(s, (N, s.size))], axis=1)
+    valid = (ids >= 0) & (ids < C)
+    Wg = np.where(valid[..., None], W[np.where(valid, ids, 0)], np.nan)  # [N, T+S, d]
+    gx = _signed_matmul(G, Wg, "ic,icd->id")
+    per = _signed_matmul(G, np.broadcast_to(xx[:, None, :], Wg.shape), "ic,icd->icd")  # [N, T+S, d]
+    gW = tuple(np.zeros(W.shape, dtype=precision) for _ in range(2))
+    for part, acc in zip(per, gW):
+        np.add.at(acc, np.where(valid, ids, 0).ravel(), np.where(valid[..., None], part, 0).reshape(-1, W.shape[1]))
+    if reduction == "mean" and N == 0:  # a mean over nothing: undefined, and so is its gradient
+        gW = (np.full(W.shape, np.nan, precision),) * 2
+    with np.errstate(invalid="ignore"):
+        return {"grad_logits": (gx[0] - gx[1], gx[0] + gx[1]), "grad_weights": (gW[0] - gW[1], gW[0] + gW[1])}
+
+
 # --- mpmath ------------------------------------------------------------------------------
 def _mp_logits(cols, w: int) -> tuple[list, int]:
     """The row's logits at working precision w, and the magnitude (bits) of the largest of

@@ -158,11 +158,19 @@ STATUSES: dict[str, str] = {
     "raised": "the framework raised where the reference defines a value",
     "unsupported": "the API cannot express this case (dtype, parameter or reduction)",
     "crashed": "the worker process died (signal) or timed out in this call",
+    "no_gradient": "the framework returned no gradient where the mathematics defines one",
 }
 #: Statuses that are not a pass for the conformance suite.
-FAILING = ("discrepancy", "nonfinite_mismatch", "raised", "crashed")
+FAILING = ("discrepancy", "nonfinite_mismatch", "raised", "crashed", "no_gradient")
 
-QUANTITIES = ("loss",)
+#: What a row measures. Gradients are those of the sum of the API's outputs (the
+#: vector-Jacobian product with a cotangent of ones; a `mean` carries the API's normalisation),
+#: through the framework's own autodiff, with respect to:
+#:   grad_logits:  the inputs argument (logits, probabilities, or the sampled losses' activations)
+#:   grad_targets: the dense targets (index and class targets have no derivative)
+#:   grad_weights: the case's weight array, the first of harness.oracle.WEIGHT_PARAMS it has
+GRADIENTS: tuple[str, ...] = ("grad_logits", "grad_targets", "grad_weights")
+QUANTITIES: tuple[str, ...] = ("loss", *GRADIENTS)
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "case_id", "category", "family", "api", "framework", "framework_version",

@@ -2,9 +2,10 @@
 
 Started with the 'spawn' method so the parent never imports a framework. Protocol over a
 multiprocessing Pipe (our own processes; case files are never pickled):
-  parent -> worker: (task_id, api_id, x, t, params)  or None to stop
-  worker -> parent: ("ready", version, info) once, then (task_id, "ok", array, seconds)
-                    or (task_id, "raised", "ExcType: first line", seconds)
+  parent -> worker: (task_id, api_id, x, t, params, quantities)  or None to stop
+  worker -> parent: ("ready", version, info) once, then
+                    (task_id, "ok", {quantity: (kind, payload)}, seconds)  (adapters.call)
+                    or (task_id, "raised", "ExcType: first line", seconds) when the loss raised
 """
 from __future__ import annotations
 
@@ -39,10 +40,10 @@ def main(conn, framework: str, log_path: str | None = None) -> None:
         msg = conn.recv()
         if msg is None:
             break
-        task_id, api_id, x, t, params = msg
+        task_id, api_id, x, t, params, quantities = msg
         t0 = time.perf_counter()
         try:
-            out = adapters.call(fw, apis[api_id], x, t, params)
+            out = adapters.call(fw, apis[api_id], x, t, params, quantities)
             conn.send((task_id, "ok", out, time.perf_counter() - t0))
         except Exception as e:  # any framework error becomes a row
             if log_path:

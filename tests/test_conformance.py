@@ -1,5 +1,5 @@
-"""Conformance: every (api, case, dtype) of the built-in corpus, on the real frameworks,
-against the reference.
+"""Conformance: every (api, case, dtype, quantity) of the built-in corpus, on the real
+frameworks, against the reference: the loss and its gradients through each framework's autodiff.
 
 Each framework runs once per session in its own worker process (through the same runner
 `xentc run` uses); each row then becomes one test:
@@ -25,39 +25,40 @@ KNOWN = expectations.load()
 #: XENTC_FRAMEWORKS=torch,jax restricts the suite (tox envs use it); default: every framework
 FRAMEWORKS = [f for f in os.environ.get("XENTC_FRAMEWORKS", ",".join(adapters.DEFAULT_FRAMEWORKS)).split(",") if f]
 _TASKS, _SKIPPED = runner.plan(CORPUS, adapters.all_apis(FRAMEWORKS), DTYPES)
-ROWS = sorted([(t.api.framework, t.api.id, t.case.id, t.dtype) for t in _TASKS]
-              + [(r["framework"], r["api"], r["case_id"], r["dtype"]) for r in _SKIPPED])
+ROWS = sorted([(t.api.framework, t.api.id, t.case.id, t.dtype, q) for t in _TASKS for q in t.quantities]
+              + [(r["framework"], r["api"], r["case_id"], r["dtype"], r["quantity"]) for r in _SKIPPED])
 
 _results: dict[str, dict] = {}
 
 
 def results_of(framework: str) -> dict:
-    """{(api, case_id, dtype): row} for one framework, computed once per test process."""
+    """{(api, case_id, dtype, quantity): row} for one framework, computed once per test process."""
     if framework not in _results:
         df, _ = runner.run(CORPUS, [framework], DTYPES)
-        _results[framework] = {(r["api"], r["case_id"], r["dtype"]): r for r in df.to_dict("records")}
+        _results[framework] = {(r["api"], r["case_id"], r["dtype"], r["quantity"]): r for r in df.to_dict("records")}
     return _results[framework]
 
 
-def _param(fw, api, case, dtype):
-    return pytest.param(fw, api, case, dtype, id=f"{api}::{case}::{dtype}",
+def _param(fw, api, case, dtype, quantity):
+    return pytest.param(fw, api, case, dtype, quantity, id=f"{api}::{case}::{dtype}::{quantity}",
                         marks=[pytest.mark.xdist_group(fw), pytest.mark.conformance])
 
 
-@pytest.mark.parametrize("framework,api,case_id,dtype", [_param(*r) for r in ROWS])
-def test_conformance(framework, api, case_id, dtype):
-    row = results_of(framework)[(api, case_id, dtype)]
+@pytest.mark.parametrize("framework,api,case_id,dtype,quantity", [_param(*r) for r in ROWS])
+def test_conformance(framework, api, case_id, dtype, quantity):
+    row = results_of(framework)[(api, case_id, dtype, quantity)]
     status = row["status"]
     if status == "match":
         assert row["max_ulp"] <= row["tol_ulp"] or row["n_elements"] == 0
         return
     if status == "unsupported":
         pytest.skip(row["detail"])
-    known = expectations.match(KNOWN, row)
+    loss_row = results_of(framework).get((api, case_id, dtype, "loss"))
+    known = expectations.match(KNOWN, row, loss_row)
     if known is not None:
         pytest.xfail(f"known {known.kind}: {known.reason[:160]}")
     pytest.fail(
-        f"{status}: reference {row['expected']!r}, {api} gave {row['actual']!r} "
+        f"{quantity} {status}: reference {row['expected']!r}, {api} gave {row['actual']!r} "
         f"({row['max_ulp']} ulp, tolerance {row['tol_ulp']}) at {row['worst_input']}; {row['detail']}\n"
         f"repro:\n{row['repro']}",
         pytrace=False,
