@@ -107,13 +107,15 @@ def match(known: Iterable[Known], row: Mapping, loss_row: Mapping | None = None)
     the loss fails with the same status or raised."""
     if row["status"] not in FAILING:
         return None
+    if loss_row is not None and row["quantity"] != "loss" and (
+            loss_row["status"] == row["status"] or loss_row["status"] in ("raised", "crashed")):
+        inherited = match(known, loss_row)
+        if inherited is not None:  # the loss's own mechanism comes first
+            return inherited
     for k in known:
         if row["status"] in k.status and k.covers(row["api"], row["case_id"], row["dtype"], row["quantity"],
                                                   row.get("framework", "")):
             return k
-    if loss_row is not None and row["quantity"] != "loss" and (
-            loss_row["status"] == row["status"] or loss_row["status"] in ("raised", "crashed")):
-        return match(known, loss_row)
     return None
 
 
