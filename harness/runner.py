@@ -88,9 +88,6 @@ def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
     return row
 
 
-#: a bound on the reference gradient's absolute error, in units of u_ref * (P + N) (its terms'
-#: magnitude): each of P and N is a few correctly rounded operations (tests/test_oracle_grad.py)
-GRAD_ERROR_UNITS = 8
 
 
 class Reference:
@@ -111,7 +108,7 @@ class Reference:
                 self._cache[key] = {"loss": (oracle.loss(case.family, x, t, p, c, prec), None)}
             else:
                 u = float(np.finfo(prec).eps) / 2
-                self._cache[key] = {q: (v, (GRAD_ERROR_UNITS * u) * np.asarray(s, np.float64))
+                self._cache[key] = {q: (v, (oracle.GRAD_ERROR_BOUND_UREF * u) * np.asarray(s, np.float64))
                                     for q, (v, s) in oracle.grad(case.family, x, t, p, c, prec).items()}
         ref, err = self._cache[key][quantity]
         return ref, label, err

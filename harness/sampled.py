@@ -195,18 +195,30 @@ def grad_rows(family: str, x, labels, params: Mapping[str, Any], reduction: str 
     `harness.oracle`'s gradient section): "grad_logits" w.r.t. the inputs x [N, d], "grad_weights"
     w.r.t. output_weights [C, d]. With G = dloss/dlogits (softmax(l) - y, or sigmoid(l) - y for
     NCE; 0 at removed hits): dx_i = sum_c G_ic W[id_c], dW_k = sum_{(i, c): id_c = k} G_ic x_i."""
-    from .oracle import _softmax_pullback, _times, one_minus_softmax
+    from .oracle import _excl_sum, _softmax_pullback, _times, one_minus_softmax
 
-    hi, _lo, _terms, y = _logits(x, labels, params, precision)
+    hi, lo, terms, y = _logits(x, labels, params, precision)
     labels_, s = _ids(labels, params)
     N = hi.shape[0]
     with np.errstate(all="ignore"):
-        if family == "sampled_softmax":
+        if family == "sampled_softmax":  # softmax of the double-word logits, shifted exactly (as loss_rows)
+            fin = np.isfinite(hi)
+            r = np.argmax(np.where(fin, hi, -np.inf), axis=-1)[:, None]
+            sh, d = _sum2([v for u in terms for v in (u, -np.take_along_axis(u, r, axis=-1))])
+            sh, d = np.where(fin, sh, hi), np.where(fin, d, 0)
+            e = np.exp(sh) * (1 + d)
+            total = np.sum(e, axis=-1, keepdims=True)
+            regular = np.all(np.isfinite(hi) | (hi == -np.inf), axis=-1, keepdims=True) & np.any(fin, axis=-1,
+                                                                                                 keepdims=True)
             nls = neg_log_softmax(hi)
-            G = _softmax_pullback(np.exp(-nls), one_minus_softmax(nls), y)
-        else:
+            p = np.where(regular, e / total, np.exp(-nls))
+            u = np.where(regular, _excl_sum(e) / total, one_minus_softmax(nls))
+            G = _softmax_pullback(p, u, y)
+        else:  # sigmoid(hi + lo) to first order in lo
             one = precision(1)
-            G = (mul0(one - y, sigmoid(hi)), mul0(y, sigmoid(-hi)))
+            sp, sn = sigmoid(hi), sigmoid(-hi)
+            dl = np.where(np.isfinite(hi), sp * sn * lo, 0)
+            G = (mul0(one - y, sp + dl), mul0(y, sn - dl))
     bad = np.any(np.isnan(hi), axis=-1, keepdims=True)
     G = tuple(np.where(bad, np.nan, a) for a in G)
     if reduction == "mean":
