@@ -53,14 +53,25 @@ def minimise(api: Api, x, t, params, worst_index):
         for k in ("sample_weight", "where", "true_expected_count"):
             if k in p:
                 p[k] = p[k][sl]
+        if "weight" in p and not fam.rowwise:  # an element weight: the row's weights
+            p["weight"] = _cut(p["weight"], sl, np.ndim(x))
         return x[sl], t[sl], p
     if "sample_weight" in p:  # one per sample: the element's row
         p["sample_weight"] = p["sample_weight"][sl[:-1]]
     if "pos_weight" in p and np.ndim(p["pos_weight"]) == 1 and p["pos_weight"].shape[0] > 1:
         p["pos_weight"] = p["pos_weight"][sl[-1]]
     if "weight" in p:
-        p["weight"] = p["weight"][sl]
+        p["weight"] = _cut(p["weight"], sl, np.ndim(x))
     return x[sl], t[sl], p
+
+
+def _cut(w, sl, ndim: int):
+    """w (broadcastable to the inputs' ndim-D shape, aligned on the right) cut by the inputs' slice
+    sl on the axes it does not broadcast."""
+    w = np.asarray(w)
+    lead = ndim - w.ndim
+    return w[tuple(sl[lead + d] if d + lead < len(sl) and w.shape[d] > 1 else slice(None)
+                   for d in range(w.ndim))]
 
 
 def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quantity: str = "loss") -> str:
@@ -72,7 +83,8 @@ def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quan
     if quantity == "loss":
         ref = oracle.loss(api.family, x, t, params, conv, prec).astype(np.float64)
     else:
-        ref = oracle.grad(api.family, x, t, params, conv, prec)[quantity][0].astype(np.float64)
+        with np.errstate(over="ignore"):  # printed as inf beyond float64's range
+            ref = oracle.grad(api.family, x, t, params, conv, prec)[quantity][0].astype(np.float64)
     kwargs = call_plan(api, x, t, params)
     names = {id(v): n for n, v in (("x", x), ("t", t))}
     assigns, args = [], {}
