@@ -1,22 +1,29 @@
 """The built-in corpus: seeded, deterministic cases of extreme logits, soft labels,
 imbalanced weights and edge shapes for every family.
 
-Case ids are "<category>/<family>/<name>"; the category is one of CATEGORIES. Each case's
-random draws come from a generator seeded by (seed, crc32(id)), so adding or removing a
-case never changes another one.
+Case ids are "<category>/<family>/<name>"; the category is one of CATEGORIES, or
+"exhaustive" (every bit pattern of a 16-bit dtype, `exhaustive_cases`) or "found" (the
+worst inputs `xentc explore` found, read from cases/found/*.json). Each case's random draws
+come from a generator seeded by (seed, crc32(id)), so adding or removing a case never
+changes another one.
 """
 from __future__ import annotations
 
+import glob
+import os
 import zlib
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from harness.casefile import Case
-from harness.dtypes import finfo
+from harness.casefile import Case, load_cases
+from harness.dtypes import UINT, finfo, np_dtype
 from harness.spec import DTYPES, FAMILIES
 
 CATEGORIES = ("baseline", "extreme", "soft_labels", "weights", "shapes")
+EXHAUSTIVE = "exhaustive"  # rows certified over a whole input domain (an upper bound)
+FOUND = "found"  # inputs found by search (xentc explore), kept as cases
+FOUND_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "found")
 LARGE_C = 32768  # ">= 32,768 classes"
 
 Builder = Callable[[np.random.Generator], Case]
@@ -606,15 +613,65 @@ def sampled_cases(F: str, seed: int) -> list[Case]:
     return out
 
 
-def build_corpus(seed: int = 0) -> list[Case]:
-    """Every built-in case, in a fixed order."""
+#: the targets of every exhaustive case: {0, 1} and a grid of soft targets
+EXHAUSTIVE_TARGETS = (0.0, 1.0, 0.1, 0.25, 0.5, 0.75, 0.9)
+EXHAUSTIVE_DTYPES = ("float16", "bfloat16")
+EXHAUSTIVE_POS_WEIGHT = 10.0
+
+
+def all_values(dtype: str, unit_interval: bool = False) -> np.ndarray:
+    """Every finite value of a 16-bit `dtype` as float64, in bit-pattern order (+-0 and the
+    subnormals included; the non-finite patterns, +-inf and the NaNs, are the specials cases'
+    business); `unit_interval`: only the values in [0, 1] (and -0)."""
+    bits = np.arange(2 ** 16, dtype=np.uint32).astype(UINT[dtype])
+    with np.errstate(invalid="ignore"):  # NaN patterns stay NaN
+        v = bits.view(np_dtype(dtype)).astype(np.float64)
+    v = v[np.isfinite(v)]
+    if unit_interval:
+        v = v[(v >= 0) & (v <= 1)]  # -0.0 == 0 is kept
+    return v
+
+
+def exhaustive_cases() -> list[Case]:
+    """Every finite float16 and bfloat16 input x (probability families: every one in [0, 1]) against
+    each of EXHAUSTIVE_TARGETS, unreduced, for each elementwise family (sigmoid with and without
+    pos_weight, binary, and the focal variants with gamma = 2). Inputs shaped (n, 1), so a last-axis
+    mean (Keras) keeps each element its own output. A row of these cases is certified: its max ULP
+    is over every input of the domain."""
+    out = []
+    for d in EXHAUSTIVE_DTYPES:
+        for fam, name, params in (
+                ("sigmoid", "all", {}),
+                ("sigmoid", f"pos_weight-{EXHAUSTIVE_POS_WEIGHT:g}-all", {"pos_weight": np.array([EXHAUSTIVE_POS_WEIGHT])}),
+                ("binary", "unit-interval", {}),
+                ("sigmoid_focal", "all", {"gamma": 2.0}),
+                ("binary_focal", "unit-interval", {"gamma": 2.0})):
+            v = all_values(d, unit_interval=FAMILIES[fam].inputs == "probabilities")
+            x = np.tile(v, len(EXHAUSTIVE_TARGETS))[:, None]
+            z = np.repeat(np.asarray(EXHAUSTIVE_TARGETS), v.size)[:, None]
+            out.append(Case(f"{EXHAUSTIVE}/{fam}/{name}-{d}", fam, x, z, dict(params), (d,)))
+    return out
+
+
+def found_cases(directory: str = FOUND_DIR) -> list[Case]:
+    """The cases `xentc explore` appended to directory/*.json (M1 case-file format), file by file."""
+    out: list[Case] = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        out += load_cases(path)
+    return out
+
+
+def build_corpus(seed: int = 0, *, exhaustive: bool = True, found: bool = True) -> list[Case]:
+    """Every built-in case, in a fixed order: the seeded corpus, then the exhaustive cases, then
+    the found ones."""
     cases = (sigmoid_cases(seed) + binary_cases(seed) + logit_rows_cases("softmax", seed)
              + logit_rows_cases("sparse_softmax", seed) + prob_rows_cases("categorical", seed)
              + prob_rows_cases("sparse_categorical", seed)
              + [c for f in ("sigmoid_focal", "binary_focal", "softmax_focal", "categorical_focal")
                 for c in focal_cases(f, seed)]
              + axis_cases(seed) + where_cases(seed) + poly_cases(seed)
-             + sampled_cases("sampled_softmax", seed) + sampled_cases("nce", seed))
+             + sampled_cases("sampled_softmax", seed) + sampled_cases("nce", seed)
+             + (exhaustive_cases() if exhaustive else []) + (found_cases() if found else []))
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "duplicate case ids in the corpus"
     return cases

@@ -25,7 +25,7 @@ from .dtypes import format_number, parse_number, to_dtype
 from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, INT_PARAMS, PARAM_KINDS, REDUCTIONS, SCALAR_PARAMS, category_of
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
-CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes"}
+CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes", "provenance"}
 
 
 class CaseFileError(ValueError):
@@ -40,6 +40,7 @@ class Case:
     targets: np.ndarray  # float64, or int64 for index targets
     params: dict[str, Any] = field(default_factory=dict)  # arrays as float64, reduction as str
     dtypes: tuple[str, ...] | None = None  # None: every dtype an API supports
+    provenance: dict[str, Any] | None = None  # where a found case came from (xentc explore)
 
     @property
     def category(self) -> str:
@@ -72,6 +73,8 @@ class Case:
                            for k, v in self.params.items()}
         if self.dtypes is not None:
             d["dtypes"] = list(self.dtypes)
+        if self.provenance is not None:
+            d["provenance"] = dict(self.provenance)
         return d
 
 
@@ -227,7 +230,11 @@ def parse_case(obj: Any, where: str) -> Case:
         if not isinstance(dtypes, list) or not dtypes or any(d not in DTYPES for d in dtypes):
             raise CaseFileError(f"{w}: field 'dtypes' must be a non-empty list drawn from {', '.join(DTYPES)}")
         dtypes = tuple(dtypes)
-    return Case(cid, fam_name, x, t, params, dtypes)
+    prov = obj.get("provenance")
+    if prov is not None and (not isinstance(prov, dict) or any(
+            not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (str, int, float)) for k, v in prov.items())):
+        raise CaseFileError(f"{w}: field 'provenance' must be an object of strings and numbers")
+    return Case(cid, fam_name, x, t, params, dtypes, prov)
 
 
 def _param_shape_problem(k: str, a: np.ndarray, x: np.ndarray, t: np.ndarray, per_sample: tuple, raw: dict) -> str:

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list the registered APIs")
     ls.set_defaults(func=cmd_list)
+    from harness import explore
+
+    explore.add_parser(sub)
     return p
 
 

@@ -20,6 +20,10 @@ class Grade:
     expected: float
     actual: float
     detail: str = ""
+    #: max ULP over the elements where both values are finite and the reference is certain to
+    #: half an ulp (nan if none), and where it is: the accuracy figure beside any nonfinite mismatch
+    max_ulp_finite: float = float("nan")
+    worst_finite_index: tuple[int, ...] | None = None
 
 
 def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
@@ -52,8 +56,9 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         abs_err = np.where((ca == 0) & (cr == 0), np.abs(act.astype(np.longdouble) - ref_hp), 0)
         rel_err = np.where(ref_hp != 0, abs_err / np.abs(ref_hp), np.where(abs_err == 0, 0, np.inf))
-    abs_err = abs_err.astype(np.float64)
-    rel_err = rel_err.astype(np.float64)
+    with np.errstate(over="ignore"):  # beyond float64's range: inf
+        abs_err = abs_err.astype(np.float64)
+        rel_err = rel_err.astype(np.float64)
 
     mismatch = ca != cr
     allow = np.full(ulps.shape, float(tol_ulp))
@@ -73,6 +78,13 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
             detail = f"the reference is certain to {allow.ravel()[flat] - tol_ulp:.3g} ulp here (its terms cancel)"
     idx = tuple(int(i) for i in np.unravel_index(flat, actual.shape)) if actual.ndim else ()
     finite = ~mismatch
+    certain = (ca == 0) & (cr == 0) & (allow - float(tol_ulp) < 0.5)
+    max_f, idx_f = float("nan"), None
+    if certain.any():
+        uf = np.where(certain, ulps, -1.0).ravel()
+        ff = int(np.argmax(uf))
+        max_f = float(uf[ff])
+        idx_f = tuple(int(i) for i in np.unravel_index(ff, actual.shape)) if actual.ndim else ()
     return Grade(
         status=status,
         max_ulp=float(np.max(ulps)),
@@ -82,4 +94,6 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
         expected=float(reference.ravel()[flat]),
         actual=float(act.ravel()[flat]),
         detail=detail,
+        max_ulp_finite=max_f,
+        worst_finite_index=idx_f,
     )

@@ -529,7 +529,12 @@ def sigmoid_elementwise_grad(x, z, pos_weight=None, weight=None):
     q = one if pos_weight is None else pos_weight
     qz = mul0(q, z)
     gx = (mul0(one - z, sigmoid(x)), mul0(qz, sigmoid(-x)))
-    gz = (mul0(q, softplus(-x)), softplus(x))
+    # d/dz as -x + (q-1)*softplus(-x): each term placed by its sign, so q = 1 gives -x exactly
+    # (q*softplus(-x) - softplus(x) cancels to nothing near x = 0)
+    qm1 = q - one
+    zero = np.zeros((), dtype=x.dtype)
+    gz = (np.maximum(-x, zero) + mul0(np.maximum(qm1, zero), softplus(-x)),
+          np.maximum(x, zero) + mul0(np.maximum(-qm1, zero), softplus(-x)))
     gq = (mul0(z, softplus(-x)), np.zeros_like(x))
     out = {"x": gx, "t": gz, "pos_weight": gq}
     if weight is not None:
@@ -544,6 +549,10 @@ def binary_elementwise_grad(p, z, weight=None):
     with np.errstate(divide="ignore", invalid="ignore"):
         gp = (mul0(one - z, one / (one - p)), mul0(z, one / p))
         gz = (-np.log(p), -np.log1p(-p))
+        # near p = 1/2 the two logs cancel: log((1-p)/p) = log1p((1-2p)/p), with 1-2p exact there
+        mid = (p >= 0.25) & (p <= 0.75)
+        v = np.log1p((one - 2 * p) / np.where(mid, p, one))
+        gz = (np.where(mid, np.maximum(v, 0), gz[0]), np.where(mid, np.maximum(-v, 0), gz[1]))
     out = {"x": gp, "t": gz}
     if weight is not None:
         out = {k: _times(v, weight) for k, v in out.items()}

@@ -2,21 +2,25 @@
 discrepancy group with its worst input and a runnable repro (also saved under repro/).
 
 Reads only the results table and run metadata (the single interface between running and
-reporting). Everything from the table is escaped before it goes into Markdown.
+reporting), and the committed `xentc scan` certificates (cases/certified/*.json). Everything from the table is escaped before it goes into Markdown.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import html
+import json
 import os
 import re
 
 import numpy as np
 import pandas as pd
 
-from harness import expectations
+from harness import condition, expectations
 from harness.spec import FAILING, STATUSES
 from harness.tolerance import table as tolerance_table
+
+CERTIFIED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cases", "certified")
 
 #: severity order, worst first
 SEVERITY = ["crashed", "raised", "no_gradient", "nonfinite_mismatch", "discrepancy", "match", "unsupported"]
@@ -178,7 +182,103 @@ def backend_disagreements(df: pd.DataFrame, limit: int = 60) -> list[str]:
     return L + [""]
 
 
-def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
+EXHAUSTIVE = "exhaustive"
+GRADED = ("match", "discrepancy", "nonfinite_mismatch")
+
+
+def _reference_error(dtype: str, quantity: str) -> str:
+    """The reference's own stated worst error (harness.mpref / harness.oracle)."""
+    from harness.mpref import ORACLE_ERROR_BOUND_ULP
+    from harness.oracle import GRAD_ERROR_BOUND_UREF
+
+    if quantity == "loss":
+        return f"≤ {ORACLE_ERROR_BOUND_ULP[dtype]:g}"
+    return f"≤ {GRAD_ERROR_BOUND_UREF}·u·(P+N)"
+
+
+def accuracy_rows(df: pd.DataFrame, certificates=(), quantity: str = "loss") -> pd.DataFrame:
+    """One row per (framework, api, dtype): the largest finite ULP error over the exhaustive cases
+    (certified: an upper bound over their domain) and over every other case (searched: a lower
+    bound), the input of each, the condition number and error kind at the searched worst, and
+    whether any row had a nonfinite mismatch. `certificates`: `xentc scan` results (dicts), each
+    an upper bound over its own domain, which join the exhaustive figure of their dtype."""
+    g = df[(df.quantity == quantity) & df.status.isin(GRADED)].copy()
+    for col in ("max_ulp_finite", "cond", "cond_ulp"):  # absent from a results table before M4
+        g[col] = pd.to_numeric(g[col], errors="coerce") if col in g else np.nan
+    if "worst_input_finite" not in g:
+        g["worst_input_finite"] = ""
+    g["worst_input_finite"] = g["worst_input_finite"].fillna("").astype(str)
+    g["max_ulp_finite"] = g["max_ulp_finite"].where(g["max_ulp_finite"].notna(),
+                                                    pd.to_numeric(g["max_ulp"], errors="coerce").where(lambda v: np.isfinite(v)))
+    out = []
+    for (fw, api, dtype), rows in g.groupby(["framework", "api", "dtype"], sort=True):
+        ex = rows[rows.category == EXHAUSTIVE]
+        se = rows[rows.category != EXHAUSTIVE]
+        rec = dict(framework=fw, api=api, dtype=dtype, certified_ulp=np.nan, certified_input="", certified_domain="",
+                   searched_ulp=np.nan, searched_input="", searched_case="", cond=np.nan, cond_ulp=np.nan, kind="",
+                   nonfinite=int((rows.status == "nonfinite_mismatch").sum()), reference_error=_reference_error(dtype, quantity))
+        if not ex.empty:
+            w = ex.loc[ex.max_ulp_finite.fillna(-1).idxmax()]
+            rec.update(certified_ulp=float(w.max_ulp_finite), certified_input=w.worst_input_finite or w.worst_input,
+                       certified_domain=", ".join(sorted({c.split("/", 1)[1].rsplit("-", 1)[0] for c in ex.case_id})),
+                       cond=w.cond, cond_ulp=w.cond_ulp)
+        if not se.empty and se.max_ulp_finite.notna().any():
+            w = se.loc[se.max_ulp_finite.fillna(-1).idxmax()]
+            rec.update(searched_ulp=float(w.max_ulp_finite), searched_input=w.worst_input_finite or w.worst_input,
+                       searched_case=w.case_id)
+            if not (rec["certified_ulp"] >= rec["searched_ulp"]):  # the condition at the overall worst
+                rec.update(cond=w.cond, cond_ulp=w.cond_ulp)
+        out.append(rec)
+    for c in certificates:
+        if c.get("complete") and quantity == "loss":
+            out.append(dict(framework=c["framework"], api=c["api"], dtype=c["dtype"], certified_ulp=float(c["max_ulp"]),
+                            certified_input=f"x={c['worst']['x']:.9g} ({c['worst']['x_bits']}) z={c['worst']['z']:g}",
+                            certified_domain=f"{c['domain']} (xentc scan, {c['framework']} {c.get('framework_version', '')})",
+                            searched_ulp=np.nan, searched_input="", searched_case="", cond=np.nan, cond_ulp=np.nan,
+                            kind="", nonfinite=int(c.get("nonfinite_mismatches", 0)),
+                            reference_error=_reference_error(c["dtype"], "loss") + " (scan: certified rounding)"))
+    t = pd.DataFrame(out)
+    if not t.empty:
+        t["kind"] = [condition.error_kind(max(np.nan_to_num(a, nan=-1), np.nan_to_num(b, nan=-1)), l)
+                     for a, b, l in zip(t.certified_ulp, t.searched_ulp, t.cond_ulp)]
+    return t
+
+
+def accuracy(df: pd.DataFrame, certificates=(), quantity: str = "loss") -> list[str]:
+    t = accuracy_rows(df, certificates, quantity)
+    if t.empty:
+        return []
+    what = "loss" if quantity == "loss" else f"gradient ({QUANTITY_ABBR[quantity]})"
+    L = [f"## Accuracy table: {what}", "",
+         "Largest finite ULP error per API and dtype, in the manner of the libm accuracy surveys. "
+         "**Certified** figures are upper bounds: every input of the exhaustive domain was evaluated (every "
+         "finite float16/bfloat16 x, probabilities: every x in [0, 1], against targets {0, 0.1, 0.25, 0.5, "
+         "0.75, 0.9, 1}; families listed; float32 from `xentc scan`). **Searched** figures are lower bounds: the "
+         "worst over every other case (corpus and found inputs). cond: the condition number at the worst input; "
+         "kind: `implementation` when the error exceeds the log-sum-exp bound cond_ulp (harness/condition.py), "
+         "`conditioning` when the input forces it. nonfinite: rows with a nan/inf mismatch besides. "
+         "ref. error: the reference's own stated worst error in ulps.", "",
+         "| API | dtype | certified ULP (upper bound) | at | domain | searched ULP (lower bound) | at | case | cond | bound ULP | kind | nonfinite | ref. error |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in t.itertuples():
+        L.append(f"| `{md(label(r.framework, r.api))}` | {r.dtype} | {fmt_ulp(r.certified_ulp) if r.certified_ulp == r.certified_ulp else '—'} | "
+                 f"{md(r.certified_input)} | {md(r.certified_domain)} | "
+                 f"{fmt_ulp(r.searched_ulp) if r.searched_ulp == r.searched_ulp else '—'} | {md(r.searched_input)} | "
+                 f"`{md(r.searched_case)}` | {'' if r.cond != r.cond else f'{r.cond:.3g}'} | "
+                 f"{'' if r.cond_ulp != r.cond_ulp else f'{r.cond_ulp:.3g}'} | {r.kind} | {r.nonfinite} | {md(r.reference_error)} |")
+    return L + [""]
+
+
+def load_certificates(directory: str = CERTIFIED_DIR) -> list[dict]:
+    """The committed `xentc scan` certificates (cases/certified/*.json)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        with open(path) as f:
+            out.append(json.load(f))
+    return out
+
+
+def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None, certificates=None) -> str:
     """Write out_dir/report.md and out_dir/repro/*.py; return the report's path."""
     known = expectations.load() if known is None else known
     df = expectations.annotate(df, known)
@@ -218,6 +318,9 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None) -> str:
               "activations), ∂targets (dense targets) and ∂weights (the case's weight array). Cell: worst status over "
               "every case, largest graded ULP error; `NOGRAD` the framework returned no gradient.", ""]
         L += matrix(df, by="quantity") + [""]
+
+    certificates = load_certificates() if certificates is None else certificates
+    L += accuracy(df, certificates) + accuracy(df, (), "grad_logits")
 
     L += coverage(meta.get("apis", []))
 

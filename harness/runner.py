@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 import adapters
-from harness import oracle, repro, worker
+from harness import condition, oracle, repro, worker
 from harness.casefile import Case
 from harness.compare import grade
 from harness.dtypes import reference_precision
-from harness.spec import DTYPES, FAMILIES, QUANTITIES, RESULT_COLUMNS, Api
+from harness.spec import DTYPES, FAMILIES, QUANTITIES, RESULT_COLUMNS, SAMPLED_FAMILIES, Api
 from harness.tolerance import terms_per_output, tolerance_ulp
 
 CALL_TIMEOUT_S = 300.0  # one call (first calls compile: optax at a new shape takes ~0.5 s)
@@ -83,7 +83,8 @@ def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
                framework=api.framework, dtype=dtype, device="cpu", quantity="loss",
                max_ulp=np.nan, tol_ulp=np.nan, max_abs_err=np.nan, max_rel_err=np.nan,
                expected=np.nan, actual=np.nan, n_elements=0, seconds=np.nan,
-               worst_index="", worst_input="", detail="", actual_dtype="", reference="", repro="")
+               worst_index="", worst_input="", detail="", actual_dtype="", reference="", repro="",
+               max_ulp_finite=np.nan, worst_input_finite="", cond=np.nan, cond_ulp=np.nan)
     row.update(kw)
     return row
 
@@ -108,13 +109,36 @@ class Reference:
                 self._cache[key] = {"loss": (oracle.loss(case.family, x, t, p, c, prec), None)}
             else:
                 u = float(np.finfo(prec).eps) / 2
-                self._cache[key] = {q: (v, (oracle.GRAD_ERROR_BOUND_UREF * u) * np.asarray(s, np.float64))
-                                    for q, (v, s) in oracle.grad(case.family, x, t, p, c, prec).items()}
+                with np.errstate(over="ignore"):  # a bound beyond float64's range widens nothing (compare.grade)
+                    self._cache[key] = {q: (v, (oracle.GRAD_ERROR_BOUND_UREF * u) * np.asarray(s, np.float64))
+                                        for q, (v, s) in oracle.grad(case.family, x, t, p, c, prec).items()}
         ref, err = self._cache[key][quantity]
         return ref, label, err
 
+    def condition(self, case: Case, api: Api, dtype: str) -> np.ndarray:
+        """The loss's condition number per output (harness.condition), from the cached
+        reference loss and gradients."""
+        key = (case.id, dtype, (api.convention("mean"), api.convention("axis_mean")), "cond")
+        if key not in self._cache:
+            y = self(case, api, dtype, "loss")[0]
+            try:
+                grads = None
+                if case.family not in SAMPLED_FAMILIES:
+                    self(case, api, dtype, "grad_logits")
+                    grads = {q: v for q, (v, _) in self._cache[key[:3] + (False,)].items()}
+                x, t, p = case.in_dtype(dtype)
+                conv = {"mean": api.convention("mean"), "axis_mean": api.convention("axis_mean")}
+                cond = condition.condition(case.family, x, t, p, conv, reference_precision(dtype)[0], y, grads)
+            except (ValueError, KeyError, TypeError, FloatingPointError):  # undefined here: nan
+                cond = np.full(np.shape(y), np.nan)
+            self._cache[key] = {"cond": (cond, None)}
+        return self._cache[key]["cond"][0]
+
 
 REPRO_FAILED = "# repro failed: "
+#: a failed (raised, crashed) row's repro holds the whole case up to this many input elements;
+#: a larger unreduced case is cut to its first output
+REPRO_FULL_MAX = 4096
 
 
 def _snippet(fw, task: Task, idx, data, quantity: str = "loss") -> str:
@@ -125,6 +149,12 @@ def _snippet(fw, task: Task, idx, data, quantity: str = "loss") -> str:
         return repro.snippet(fw, task.api, task.dtype, x, t, p, idx, quantity)
     except Exception as e:  # noqa: BLE001 - reported in the row and failed by the test suite
         return f"{REPRO_FAILED}{type(e).__name__}: {e}\n"
+
+
+def _first(ref) -> float:
+    """The reference's first element as a float64 (inf beyond its range), nan when empty."""
+    with np.errstate(over="ignore"):
+        return float(np.asarray(ref, np.float64).ravel()[0]) if np.size(ref) else np.nan
 
 
 def _fmt(v: float) -> str:
@@ -275,6 +305,18 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                    max_rel_err=g.max_rel_err, worst_index=",".join(map(str, idx)) if idx else "",
                    expected=g.expected, actual=g.actual, n_elements=int(out.size), actual_dtype=out.dtype.name,
                    reference=label, detail=detail, seconds=seconds)
+        fidx = g.worst_finite_index
+        row["max_ulp_finite"] = g.max_ulp_finite
+        if fidx is not None and fidx != idx:
+            row["worst_input_finite"] = worst_input(task.case, task.api, task.case.in_dtype(task.dtype), fidx, quantity)
+        if quantity == "loss" and fidx is not None and g.max_ulp_finite > 0:
+            kappa = reference.condition(task.case, task.api, task.dtype)
+            if kappa.size:
+                k = float(kappa[fidx] if kappa.ndim else kappa)
+                row["cond"] = k
+                with np.errstate(over="ignore"):
+                    y = float(np.asarray(ref, np.float64)[fidx] if np.ndim(ref) else ref)
+                row["cond_ulp"] = condition.cond_ulp(k, y, task.dtype, n)
         if g.status != "match":
             data = task.case.in_dtype(task.dtype)  # rounded once for both
             row["worst_input"] = worst_input(task.case, task.api, data, idx, quantity)
@@ -284,9 +326,12 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
 
     def failed_row(task: Task, status: str, detail: str, seconds: float = np.nan, quantity: str = "loss") -> None:
         ref, label, _ = reference(task.case, task.api, task.dtype, quantity)
+        idx = None  # the whole case, or its first output where the case is large and unreduced
+        if task.case.inputs.size > REPRO_FULL_MAX and task.case.reduction == "none":
+            idx = (0,) * np.ndim(reference(task.case, task.api, task.dtype, "loss")[0]) or None
         finish(task, quantity, status=status, detail=detail, seconds=seconds, reference=label,
-               expected=float(np.asarray(ref, np.float64).ravel()[0]) if ref.size else np.nan,
-               repro=_snippet(fws[task.api.framework], task, None, task.case.in_dtype(task.dtype), quantity))
+               expected=_first(ref),
+               repro=_snippet(fws[task.api.framework], task, idx, task.case.in_dtype(task.dtype), quantity))
 
     def failed_all(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
         for q in task.quantities:

@@ -177,7 +177,14 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "dtype", "device", "quantity", "status", "max_ulp", "tol_ulp", "max_abs_err",
     "max_rel_err", "worst_index", "expected", "actual", "worst_input", "n_elements",
     "actual_dtype", "reference", "detail", "seconds",
+    "max_ulp_finite", "worst_input_finite", "cond", "cond_ulp",
 )
+#: max_ulp_finite: max ULP over the elements where result and reference are both finite (and a
+#: gradient's reference certain to half an ulp): the accuracy figure, even beside a nonfinite
+#: mismatch; worst_input_finite: the input there when it is not worst_input.
+#: cond: the loss's condition number at that element; cond_ulp: the error (ulps) the input forces
+#: there, the line between conditioning and implementation error (harness.condition). Both nan
+#: for gradient rows and where undefined.
 
 
 def category_of(case_id: str) -> str:

@@ -65,3 +65,28 @@ def test_table_values_are_escaped_and_repro_names_stay_inside(tmp_path):
     names = os.listdir(tmp_path / "repro")
     assert len(names) == 1 and "/" not in names[0] and not names[0].startswith(".")
     assert os.path.dirname(os.path.realpath(tmp_path / "repro" / names[0])) == os.path.realpath(tmp_path / "repro")
+
+
+def test_accuracy_table_keeps_certified_and_searched_figures_apart():
+    df = pd.DataFrame([
+        row(api="a.f", category="exhaustive", case_id="exhaustive/sigmoid/all-float16", dtype="float16",
+            status="discrepancy", max_ulp=6142.0, max_ulp_finite=6142.0, worst_input="x=-6.23 z=0",
+            cond=6.2, cond_ulp=519.0),
+        row(api="a.f", category="exhaustive", case_id="exhaustive/sigmoid/pos_weight-10-all-float16", dtype="float16",
+            status="nonfinite_mismatch", max_ulp=np.inf, max_ulp_finite=12.0, worst_input="x=-34496",
+            worst_input_finite="x=3 z=1", cond=1.0, cond_ulp=2.0),
+        row(api="a.f", case_id="baseline/sigmoid/r", dtype="float16", status="match", max_ulp=3.0,
+            max_ulp_finite=3.0, worst_input="x=1 z=0"),
+        row(api="a.f", case_id="extreme/sigmoid/s", dtype="float32", status="discrepancy", max_ulp=900.0,
+            max_ulp_finite=900.0, worst_input="x=-6.11 z=0", cond=6.1, cond_ulp=2000.0),
+    ])
+    t = report.accuracy_rows(df).set_index("dtype")
+    f16, f32 = t.loc["float16"], t.loc["float32"]
+    assert f16.certified_ulp == 6142 and f16.certified_input == "x=-6.23 z=0" and f16.searched_ulp == 3
+    assert f16.certified_domain == "sigmoid/all, sigmoid/pos_weight-10-all" and f16.nonfinite == 1
+    assert f16.kind == "implementation"  # 6142 > 519
+    assert np.isnan(f32.certified_ulp) and f32.searched_ulp == 900 and f32.kind == "conditioning"  # 900 <= 2000
+    cert = {"complete": True, "framework": "torch", "api": "a.f", "dtype": "float32", "max_ulp": 5.0,
+            "worst": {"x": -6.5, "x_bits": "0xc0d00000", "z": 0.0}, "domain": "every float32 x, z in {0, 1}"}
+    t = report.accuracy_rows(df, [cert])
+    assert ((t.dtype == "float32") & (t.certified_ulp == 5)).any()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cases.generator import CATEGORIES, LARGE_C, build_corpus
+from cases.generator import CATEGORIES, EXHAUSTIVE, EXHAUSTIVE_TARGETS, FOUND, LARGE_C, build_corpus
 from cases.strategies import cases, register_profiles
 from harness import mpref, oracle
 from harness.casefile import Case, parse_cases
@@ -58,12 +58,12 @@ def test_ids_are_category_family_name():
     for c in CORPUS:
         parts = c.id.split("/")
         assert len(parts) == 3 and all(parts), c.id
-        assert parts[0] in CATEGORIES and parts[0] == c.category, c.id
+        assert parts[0] in CATEGORIES + (EXHAUSTIVE, FOUND) and parts[0] == c.category, c.id
         assert parts[1] == c.family and c.family in FAMILIES, c.id
 
 
 def test_every_family_in_every_category():
-    have = {(c.category, c.family) for c in CORPUS}
+    have = {(c.category, c.family) for c in CORPUS if c.category in CATEGORIES}
     missing = {(k, f) for k in CATEGORIES for f in FAMILIES} - have
     # every family now has a soft-labels case: label smoothing makes index targets soft
     assert missing == set()
@@ -245,3 +245,30 @@ def test_in_dtype_is_what_the_dtype_holds(case):
         for k in ARRAY_PARAMS:
             if k in p:
                 assert p[k].dtype == x.dtype
+
+
+def test_exhaustive_cases_hold_every_finite_value_once_per_target():
+    from harness.dtypes import to_dtype
+
+    ex = [c for c in CORPUS if c.category == EXHAUSTIVE]
+    assert {c.family for c in ex} == {"sigmoid", "binary", "sigmoid_focal", "binary_focal"}
+    for c in ex:
+        (d,) = c.dtypes
+        x = c.inputs.ravel()
+        assert np.array_equal(to_dtype(x, d).astype(np.float64), x), c.id  # exact in the dtype
+        per = x.size // len(EXHAUSTIVE_TARGETS)
+        assert sorted(set(c.targets.ravel())) == sorted(EXHAUSTIVE_TARGETS)
+        assert np.isfinite(x).all()
+        if FAMILIES[c.family].inputs == "probabilities":
+            assert x.min() == 0 and x.max() == 1
+        else:  # 2**16 patterns less 2 infinities and 2 * (2**(mantissa bits) - 1) NaNs, -0 kept
+            nan_count = {"float16": 2 * (2 ** 10 - 1), "bfloat16": 2 * (2 ** 7 - 1)}[d]
+            assert per == 2 ** 16 - 2 - nan_count, c.id
+        assert c.inputs.shape[1:] == (1,)  # a last-axis mean keeps each element its own output
+
+
+def test_found_cases_carry_their_provenance():
+    for c in CORPUS:
+        if c.category == FOUND:
+            assert {"api", "dtype", "search", "seed", "date"} <= set(c.provenance), c.id
+            assert c.dtypes == (c.provenance["dtype"],)
