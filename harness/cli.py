@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list the registered APIs")
     ls.set_defaults(func=cmd_list)
-    from harness import explore
+    from harness import explore, scan
 
     explore.add_parser(sub)
+    scan.add_parser(sub)
     return p
 
 
