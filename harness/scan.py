@@ -825,13 +825,9 @@ def cmd_scan(args) -> int:
         (skipped if why else runs).append((a, params, why))
     if not runs:
         raise usage(f"no API matched by {args.api!r} can be scanned: {skipped[0][2]}")
-    out = args.out
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise usage(f"cannot create output directory {out}: {e.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise usage(f"output directory {out} is not writable")
+    from harness.cli import _writable_dir
+
+    out = _writable_dir(args.out)  # raises the CLI's one-line UsageError
     for a, _, why in skipped:
         print(f"skipped {a.framework}:{a.id}: {why}")
     for a, params, _ in runs:
