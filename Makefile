@@ -21,13 +21,16 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
-## Full default run: every framework, built-in corpus, every dtype -> reports/latest/
+## Full default run: every framework, built-in corpus, every dtype -> reports/latest/,
+## its site -> reports/latest/site/, and the committed copy of the site -> reports/published/
 report: $(STAMP)
 	$(BIN)/xentc run --out reports/latest
+	$(BIN)/xentc report reports/latest
+	$(BIN)/xentc report reports/latest --out reports/published
 
 ## Unit tests of the reference and harness, then the conformance suite.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 clean:
-	rm -rf reports/latest .pytest_cache .hypothesis
+	rm -rf reports/latest reports/browser .pytest_cache .hypothesis

@@ -109,6 +109,19 @@ def all_apis(frameworks=None) -> list[Api]:
     return out
 
 
+def select(pattern: str, families=None, frameworks=None) -> list[Api]:
+    """The entries (of `families`, default all) whose id or 'framework:id' matches `pattern`
+    (fnmatch; square brackets also match literally, as in 'keras[jax]:keras.losses.*[from_logits]')."""
+    import fnmatch
+    import re
+
+    literal = re.sub(r"[\[\]]", lambda m: f"[{m.group(0)}]", pattern)
+    return [a for a in all_apis(frameworks)
+            if (families is None or a.family in families)
+            and any(fnmatch.fnmatchcase(s, pattern) or fnmatch.fnmatchcase(s, literal)
+                    for s in (a.id, f"{a.framework}:{a.id}"))]
+
+
 def call_plan(api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments for calling `api` on dtype-rounded numpy data (before conversion
     to framework tensors). The worker's call and the repro snippet both come from this."""

@@ -64,6 +64,25 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _run_dir(path: str) -> str:
+    """A run directory holding results.parquet and run.json (as `xentc run` writes it)."""
+    for name in ("results.parquet", "run.json"):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise UsageError(f"{path}: not a run directory (no {name}; `xentc run --out {path}` writes one)")
+    return path
+
+
+def cmd_report(args) -> int:
+    from harness import website
+
+    run_dir = _run_dir(args.run_dir)
+    out = args.out or os.path.join(run_dir, "site")
+    _writable_dir(os.path.dirname(os.path.abspath(out)) or ".")
+    index = website.build(run_dir, out, with_plots=not args.no_plots)
+    print(f"wrote {index}")
+    return 0
+
+
 def cmd_list(args) -> int:
     import adapters
 
@@ -84,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the built-in corpus (default: 0)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
+    rp = sub.add_parser("report", help="render a run's results as a static HTML site")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `xentc run`")
+    rp.add_argument("--out", metavar="SITE_DIR", help="site directory (default: RUN_DIR/site)")
+    rp.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures (faster)")
+    rp.set_defaults(func=cmd_report)
     ls = sub.add_parser("list", help="list the registered APIs")
     ls.set_defaults(func=cmd_list)
     from harness import explore, scan

@@ -2,7 +2,7 @@
 relative error, non-finite classes compared exactly, and one status for the row."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,8 @@ class Grade:
     #: half an ulp (nan if none), and where it is: the accuracy figure beside any nonfinite mismatch
     max_ulp_finite: float = float("nan")
     worst_finite_index: tuple[int, ...] | None = None
+    #: per-element ULP distance where max_ulp_finite counts it, nan elsewhere (for profiles)
+    ulps_certain: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
@@ -96,4 +98,5 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
         detail=detail,
         max_ulp_finite=max_f,
         worst_finite_index=idx_f,
+        ulps_certain=np.where(certain, ulps, np.nan),
     )

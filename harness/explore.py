@@ -18,7 +18,6 @@ error stays at least as large: fewer classes (one at a time), then fewer signifi
 from __future__ import annotations
 
 import datetime as _dt
-import fnmatch
 import json
 import os
 import re
@@ -296,11 +295,11 @@ def append_found(case: Case, directory: str) -> str:
 
 
 def select(pattern: str, frameworks=None) -> list[Api]:
+    """The APIs `xentc explore` can search: every family but the sampled ones (adapters.select)."""
     import adapters
+    from harness.spec import FAMILIES
 
-    return [a for a in adapters.all_apis(frameworks)
-            if a.family not in SAMPLED_FAMILIES
-            and (fnmatch.fnmatchcase(a.id, pattern) or fnmatch.fnmatchcase(f"{a.framework}:{a.id}", pattern))]
+    return adapters.select(pattern, [f for f in FAMILIES if f not in SAMPLED_FAMILIES], frameworks)
 
 
 def explore(pattern: str, dtype: str, budget: int = DEFAULT_BUDGET, seed: int = 0, *,

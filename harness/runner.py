@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 import adapters
-from harness import condition, oracle, repro, worker
+from harness import condition, oracle, profile, repro, worker
 from harness.casefile import Case
 from harness.compare import grade
 from harness.dtypes import reference_precision
@@ -84,7 +84,7 @@ def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
                max_ulp=np.nan, tol_ulp=np.nan, max_abs_err=np.nan, max_rel_err=np.nan,
                expected=np.nan, actual=np.nan, n_elements=0, seconds=np.nan,
                worst_index="", worst_input="", detail="", actual_dtype="", reference="", repro="",
-               max_ulp_finite=np.nan, worst_input_finite="", cond=np.nan, cond_ulp=np.nan)
+               max_ulp_finite=np.nan, worst_input_finite="", cond=np.nan, cond_ulp=np.nan, ulp_profile="")
     row.update(kw)
     return row
 
@@ -136,6 +136,8 @@ class Reference:
 
 
 REPRO_FAILED = "# repro failed: "
+#: the rows that carry an ULP profile against x (harness.profile): the exhaustive domains
+PROFILED_CATEGORY = "exhaustive"
 #: a failed (raised, crashed) row's repro holds the whole case up to this many input elements;
 #: a larger unreduced case is cut to its first output
 REPRO_FULL_MAX = 4096
@@ -317,6 +319,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 with np.errstate(over="ignore"):
                     y = float(np.asarray(ref, np.float64)[fidx] if np.ndim(ref) else ref)
                 row["cond_ulp"] = condition.cond_ulp(k, y, task.dtype, n)
+        if task.case.category == PROFILED_CATEGORY:
+            row["ulp_profile"] = profile.build(task.case.in_dtype(task.dtype)[0], g.ulps_certain, task.dtype)
         if g.status != "match":
             data = task.case.in_dtype(task.dtype)  # rounded once for both
             row["worst_input"] = worst_input(task.case, task.api, data, idx, quantity)

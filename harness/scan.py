@@ -38,7 +38,6 @@ Nothing here imports a framework.
 from __future__ import annotations
 
 import datetime as _dt
-import fnmatch
 import hashlib
 import json
 import math
@@ -780,18 +779,10 @@ def _parse_range(s: str, dtype: str) -> tuple[int, int]:
 
 
 def select_apis(pattern: str) -> list:
-    """The elementwise APIs whose id or 'framework:id' matches `pattern` (fnmatch; square
-    brackets also match literally, as in 'keras[jax]:keras.losses.*[from_logits]')."""
+    """The elementwise APIs whose id or 'framework:id' matches `pattern` (adapters.select)."""
     import adapters
 
-    literal = re.sub(r"[\[\]]", lambda m: f"[{m.group(0)}]", pattern)
-    out = []
-    for a in adapters.all_apis():
-        names = (a.id, f"{a.framework}:{a.id}")
-        if a.family in ELEMENTWISE and any(fnmatch.fnmatchcase(s, pattern) or fnmatch.fnmatchcase(s, literal)
-                                           for s in names):
-            out.append(a)
-    return out
+    return adapters.select(pattern, ELEMENTWISE)
 
 
 def cmd_scan(args) -> int:

@@ -177,7 +177,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "dtype", "device", "quantity", "status", "max_ulp", "tol_ulp", "max_abs_err",
     "max_rel_err", "worst_index", "expected", "actual", "worst_input", "n_elements",
     "actual_dtype", "reference", "detail", "seconds",
-    "max_ulp_finite", "worst_input_finite", "cond", "cond_ulp",
+    "max_ulp_finite", "worst_input_finite", "cond", "cond_ulp", "ulp_profile",
 )
 #: max_ulp_finite: max ULP over the elements where result and reference are both finite (and a
 #: gradient's reference certain to half an ulp): the accuracy figure, even beside a nonfinite
@@ -185,6 +185,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
 #: cond: the loss's condition number at that element; cond_ulp: the error (ulps) the input forces
 #: there, the line between conditioning and implementation error (harness.condition). Both nan
 #: for gradient rows and where undefined.
+#: ulp_profile: for the exhaustive domains, the largest ULP error per band of x (JSON,
+#: harness.profile), which the report plots; '' elsewhere.
 
 
 def category_of(case_id: str) -> str:

@@ -20,11 +20,9 @@ from harness import expectations, runner
 from harness.spec import DTYPES
 
 SEED = 0
-#: XENTC_EXHAUSTIVE=1 adds the exhaustive float16/bfloat16 domains and the found cases (M4): their
-#: failing rows are not yet all triaged into cases/expectations.toml, so they stay opt-in here
-#: until they are; `xentc run` and `make report` always include them.
-_M4 = os.environ.get("XENTC_EXHAUSTIVE", "") == "1"
-CORPUS = build_corpus(SEED, exhaustive=_M4, found=_M4)
+#: the whole corpus `xentc run` uses: hand-written cases, the exhaustive float16/bfloat16 domains
+#: of the elementwise families and the `xentc explore` finds (cases/found/)
+CORPUS = build_corpus(SEED)
 KNOWN = expectations.load()
 #: XENTC_FRAMEWORKS=torch,jax restricts the suite (tox envs use it); default: every framework
 FRAMEWORKS = [f for f in os.environ.get("XENTC_FRAMEWORKS", ",".join(adapters.DEFAULT_FRAMEWORKS)).split(",") if f]
