@@ -617,6 +617,8 @@ def sampled_cases(F: str, seed: int) -> list[Case]:
 EXHAUSTIVE_TARGETS = (0.0, 1.0, 0.1, 0.25, 0.5, 0.75, 0.9)
 EXHAUSTIVE_DTYPES = ("float16", "bfloat16")
 EXHAUSTIVE_POS_WEIGHT = 10.0
+#: the focal domains run with and without alpha (the class-balanced variants require one)
+EXHAUSTIVE_ALPHA = 0.25
 
 
 def all_values(dtype: str, unit_interval: bool = False) -> np.ndarray:
@@ -635,7 +637,7 @@ def all_values(dtype: str, unit_interval: bool = False) -> np.ndarray:
 def exhaustive_cases() -> list[Case]:
     """Every finite float16 and bfloat16 input x (probability families: every one in [0, 1]) against
     each of EXHAUSTIVE_TARGETS, unreduced, for each elementwise family (sigmoid with and without
-    pos_weight, binary, and the focal variants with gamma = 2). Inputs shaped (n, 1), so a last-axis
+    pos_weight, binary, and the focal variants with gamma = 2, with and without alpha). Inputs shaped (n, 1), so a last-axis
     mean (Keras) keeps each element its own output. A row of these cases is certified: its max ULP
     is over every input of the domain."""
     out = []
@@ -645,7 +647,9 @@ def exhaustive_cases() -> list[Case]:
                 ("sigmoid", f"pos_weight-{EXHAUSTIVE_POS_WEIGHT:g}-all", {"pos_weight": np.array([EXHAUSTIVE_POS_WEIGHT])}),
                 ("binary", "unit-interval", {}),
                 ("sigmoid_focal", "all", {"gamma": 2.0}),
-                ("binary_focal", "unit-interval", {"gamma": 2.0})):
+                ("sigmoid_focal", f"alpha-{EXHAUSTIVE_ALPHA:g}-all", {"gamma": 2.0, "alpha": EXHAUSTIVE_ALPHA}),
+                ("binary_focal", "unit-interval", {"gamma": 2.0}),
+                ("binary_focal", f"alpha-{EXHAUSTIVE_ALPHA:g}-unit-interval", {"gamma": 2.0, "alpha": EXHAUSTIVE_ALPHA})):
             v = all_values(d, unit_interval=FAMILIES[fam].inputs == "probabilities")
             x = np.tile(v, len(EXHAUSTIVE_TARGETS))[:, None]
             z = np.repeat(np.asarray(EXHAUSTIVE_TARGETS), v.size)[:, None]

@@ -78,7 +78,9 @@ def cmd_report(args) -> int:
     run_dir = _run_dir(args.run_dir)
     out = args.out or os.path.join(run_dir, "site")
     _writable_dir(os.path.dirname(os.path.abspath(out)) or ".")
-    index = website.build(run_dir, out, with_plots=not args.no_plots)
+    against = _run_dir(args.against) if args.against else None
+    versions = [_run_dir(d) for d in args.versions] if args.versions else None
+    index = website.build(run_dir, out, with_plots=not args.no_plots, against=against, versions=versions)
     print(f"wrote {index}")
     return 0
 
@@ -107,13 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `xentc run`")
     rp.add_argument("--out", metavar="SITE_DIR", help="site directory (default: RUN_DIR/site)")
     rp.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures (faster)")
+    rp.add_argument("--against", metavar="RUN_A", help="add a page of what changed since the run RUN_A (xentc diff)")
+    rp.add_argument("--versions", metavar="RUN", nargs="+",
+                    help="add the version matrix of these runs (oldest first; e.g. the tox version environments)")
     rp.set_defaults(func=cmd_report)
     ls = sub.add_parser("list", help="list the registered APIs")
     ls.set_defaults(func=cmd_list)
-    from harness import explore, scan
+    from harness import diff, explore, scan
 
     explore.add_parser(sub)
     scan.add_parser(sub)
+    diff.add_parsers(sub)
     return p
 
 

@@ -496,7 +496,10 @@ def _times(g, c):
 
 
 def _plus(a, b):
-    return a[0] + b[0], a[1] + b[1]
+    """(P, N) + (P', N'). A part is negative only where a coefficient outside the family's domain
+    (a negative weight, a target beyond [0, 1]) flipped it; inf - inf there is nan: undefined."""
+    with np.errstate(invalid="ignore"):
+        return a[0] + b[0], a[1] + b[1]
 
 
 def _excl_sum(h):

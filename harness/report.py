@@ -211,12 +211,17 @@ def accuracy_rows(df: pd.DataFrame, certificates=(), quantity: str = "loss") -> 
     g["max_ulp_finite"] = g["max_ulp_finite"].where(g["max_ulp_finite"].notna(),
                                                     pd.to_numeric(g["max_ulp"], errors="coerce").where(lambda v: np.isfinite(v)))
     out = []
+    fixed = df[(df.category == EXHAUSTIVE) & (df.status == "unsupported")
+               & df.detail.fillna("").str.startswith("reduction 'none' not expressible")]
+    reduced_only = set(zip(fixed.framework, fixed.api, fixed.dtype))
     for (fw, api, dtype), rows in g.groupby(["framework", "api", "dtype"], sort=True):
         ex = rows[rows.category == EXHAUSTIVE]
         se = rows[rows.category != EXHAUSTIVE]
         rec = dict(framework=fw, api=api, dtype=dtype, certified_ulp=np.nan, certified_input="", certified_domain="",
                    searched_ulp=np.nan, searched_input="", searched_case="", cond=np.nan, cond_ulp=np.nan, kind="",
                    nonfinite=int((rows.status == "nonfinite_mismatch").sum()), reference_error=_reference_error(dtype, quantity))
+        if ex.empty and (fw, api, dtype) in reduced_only:
+            rec["certified_domain"] = "none: this entry fixes a reduction, so it has no unreduced output to certify"
         if not ex.empty:
             w = ex.loc[ex.max_ulp_finite.fillna(-1).idxmax()]
             rec.update(certified_ulp=float(w.max_ulp_finite), certified_input=w.worst_input_finite or w.worst_input,

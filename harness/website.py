@@ -130,6 +130,21 @@ def errors(df: pd.DataFrame) -> list[dict]:
     return out
 
 
+#: a repro snippet longer than this (it embeds a large reduced case whole) is shown cut
+SITE_REPRO_MAX = 6000
+
+
+def _repro(text, case_id: str) -> dict:
+    """The snippet as the site shows it: whole, or its head with a note where it is too large."""
+    text = text or ""
+    if len(text) <= SITE_REPRO_MAX:
+        return {"repro": text, "repro_cut": 0}
+    head = text[:SITE_REPRO_MAX].rsplit("\n", 1)[0]
+    note = (f"\n# ... cut here: the whole snippet ({len(text):,} characters) embeds every input of the reduced "
+            f"case {case_id!r}; it is in the run directory's repro/ files and results.csv (column repro)")
+    return {"repro": head + note, "repro_cut": len(text)}
+
+
 def _group_rows(df: pd.DataFrame, statuses) -> list[dict]:
     f = df[df.status.isin(statuses)]
     out = []
@@ -140,7 +155,7 @@ def _group_rows(df: pd.DataFrame, statuses) -> list[dict]:
                     "input": w.worst_input, "expected": _num(w.expected), "actual": _num(w.actual),
                     "ulp": _num(w.max_ulp), "ulp_text": report.fmt_ulp(_num(w.max_ulp)),
                     "tol": report.fmt_ulp(_num(w.tol_ulp)), "known": bool(w.known), "reason": w.known_reason,
-                    "kind": w.known_reason.split(":", 1)[0] if w.known else "unknown", "repro": w.repro or "",
+                    "kind": w.known_reason.split(":", 1)[0] if w.known else "unknown", **_repro(w.repro, w.case_id),
                     "detail": w.detail or "", "anchor": report.safe_name(fw, api, dtype, q, st)[:-3]})
     out.sort(key=lambda r: (not (r["kind"] == "unknown"), report.SEVERITY.index(r["status"]),
                             -np.nan_to_num(r["ulp"], nan=-1.0, posinf=1e300), r["label"]))
@@ -297,14 +312,17 @@ NAV = [("index.html", "Matrix"), ("accuracy.html", "Accuracy"), ("errors.html", 
        ("run.html", "Run")]
 
 
-def render_page(env, template: str, out_path: str, root: str, **ctx) -> None:
-    html = env.get_template(template).render(root=root, nav=NAV, statuses=STATUSES, **ctx)
+def render_page(env, template: str, out_path: str, root: str, nav=None, **ctx) -> None:
+    html = env.get_template(template).render(root=root, nav=nav or NAV, statuses=STATUSES, **ctx)
     with open(out_path, "w", encoding="utf-8") as f:
         f.write(html)
 
 
-def build(run_dir: str, out_dir: str | None = None, *, known=None, certificates=None, with_plots: bool = True) -> str:
-    """Render the site of RUN_DIR into out_dir (default RUN_DIR/site); returns index.html's path."""
+def build(run_dir: str, out_dir: str | None = None, *, known=None, certificates=None, with_plots: bool = True,
+          against: str | None = None, versions: list[str] | None = None) -> str:
+    """Render the site of RUN_DIR into out_dir (default RUN_DIR/site); returns index.html's path.
+    against: an earlier run, for a page of what changed (harness.diff); versions: runs of other
+    framework versions, for the version matrix page."""
     from harness import results
 
     out_dir = os.path.join(run_dir, "site") if out_dir is None else out_dir
@@ -326,10 +344,24 @@ def build(run_dir: str, out_dir: str | None = None, *, known=None, certificates=
             shutil.copyfile(os.path.join(TEMPLATES, asset), os.path.join(tmp, asset))
         fam_figs, api_figs, heat = plots(df, tmp) if with_plots else ([], {}, None)
         env = _env()
+        nav = list(NAV)
+        from harness import diff as D
+
+        if against:
+            nav.insert(-1, ("diff.html", "Diff"))
+        if versions:
+            nav.insert(-1, ("versions.html", "Versions"))
+        if against:
+            a, ma = D.load_run(against)
+            D.write_pages(tmp, diff_ctx=D.html_context(D.compare(a, results.load(run_dir)), ma, meta, against, run_dir),
+                          meta=meta, nav=nav)
+        if versions:
+            D.write_pages(tmp, versions_ctx=D.version_matrix([(v, *D.load_run(v)) for v in versions]), meta=meta, nav=nav)
+        common_nav = {"nav": nav}
         counts = df.status.value_counts()
         failing = df[df.status.isin(FAILING)]
         summary = [{"status": s, "rows": int(counts.get(s, 0)), "meaning": STATUSES[s]} for s in report.SEVERITY]
-        common = {"meta": meta, "title": "Cross-entropy conformance"}
+        common = {"meta": meta, "title": "Cross-entropy conformance", **common_nav}
         mx = matrix(df)
         with open(os.path.join(tmp, "site.json"), "w") as f:  # what the site shows, for checks and tools
             json.dump({"date": meta.get("date"), "revision": meta.get("revision"), "versions": meta.get("versions"),
