@@ -57,9 +57,10 @@ class Case:
 
     def to_json(self) -> dict[str, Any]:
         def arr(a: np.ndarray):
+            a = np.asarray(a)
             if 0 in a.shape[:-1]:  # nested lists would lose the axes after the empty one
                 return {"shape": list(a.shape), "values": []}
-            if a.dtype.kind in "iu":
+            if a.dtype.kind in "iub":
                 return a.tolist()
             return np.vectorize(format_number, otypes=[object])(a).tolist() if a.size else a.tolist()
 
@@ -67,7 +68,7 @@ class Case:
                              "targets": arr(self.targets)}
         if self.params:
             d["params"] = {k: (arr(v) if k in ARRAY_PARAMS
-                               else np.asarray(v).tolist() if PARAM_KINDS[k] in ("int_array", "bool_array")
+                               else arr(v) if PARAM_KINDS[k] in ("int_array", "bool_array")
                                else v if k in INT_PARAMS
                                else format_number(v) if k in SCALAR_PARAMS else v)
                            for k, v in self.params.items()}

@@ -121,8 +121,12 @@ def _crawl(driver, site: str) -> set[str]:
         driver.get("file://" + page)
         assert _severe(driver) == [], f"JavaScript errors on {page}"
         for img in driver.find_elements(By.TAG_NAME, "img"):
-            assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img), \
-                f"image {img.get_attribute('src')} does not load on {page}"
+            # a lazy image below the fold has not loaded yet: load its source into a fresh Image
+            ok = driver.execute_async_script(
+                "var done = arguments[1], im = new Image();"
+                "im.onload = function () { done(im.naturalWidth > 0); }; im.onerror = function () { done(false); };"
+                "im.src = arguments[0].src;", img)
+            assert ok, f"image {img.get_attribute('src')} does not load on {page}"
         for a in driver.find_elements(By.CSS_SELECTOR, "a[href]"):
             href = a.get_attribute("href")
             u = urllib.parse.urlparse(href)

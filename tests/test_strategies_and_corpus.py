@@ -272,3 +272,11 @@ def test_found_cases_carry_their_provenance():
         if c.category == FOUND:
             assert {"api", "dtype", "search", "seed", "date"} <= set(c.provenance), c.id
             assert c.dtypes == (c.provenance["dtype"],)
+
+
+def test_empty_array_params_keep_their_shape_through_a_case_file():
+    """An empty mask of shape (0, 1) must come back (0, 1), not (0,): found by Hypothesis in CI."""
+    c = Case("empty-where", "sparse_softmax", np.zeros((0, 1)), np.zeros((0,), np.int64),
+             {"where": np.zeros((0, 1), bool)})
+    back = parse_cases(json.loads(json.dumps({"cases": [c.to_json()]})))[0]
+    assert fingerprint(back) == fingerprint(c)
