@@ -40,12 +40,7 @@ def load_run(run_dir: str) -> tuple[pd.DataFrame, dict]:
     return df, meta
 
 
-def _ulp(v) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return f
+_ulp = report.as_float
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, ulp_factor: float = DEFAULT_ULP_FACTOR) -> dict[str, pd.DataFrame]:

@@ -37,6 +37,14 @@ def md(text) -> str:
     return s.replace("|", "\\|").replace("`", "&#96;").replace("\n", " ")
 
 
+def as_float(v) -> float:
+    """v as a float; nan where it is not a number (a blank cell, None)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def fmt_ulp(v: float) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return ""

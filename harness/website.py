@@ -56,12 +56,7 @@ def slug(framework: str, api: str) -> str:
     return report.safe_name(framework, api)[:-3] + ".html"
 
 
-def _num(v) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-    return f
+_num = report.as_float
 
 
 def _categories(df: pd.DataFrame) -> list[str]:
@@ -323,12 +318,12 @@ def build(run_dir: str, out_dir: str | None = None, *, known=None, certificates=
     """Render the site of RUN_DIR into out_dir (default RUN_DIR/site); returns index.html's path.
     against: an earlier run, for a page of what changed (harness.diff); versions: runs of other
     framework versions, for the version matrix page."""
-    from harness import results
 
     out_dir = os.path.join(run_dir, "site") if out_dir is None else out_dir
-    df = results.load(run_dir)
-    with open(os.path.join(run_dir, "run.json")) as f:
-        meta = json.load(f)
+    from harness import diff as D
+
+    df, meta = D.load_run(run_dir)
+    raw = df
     known = expectations.load() if known is None else known
     certificates = report.load_certificates() if certificates is None else certificates
     df = expectations.annotate(df, known)
@@ -345,7 +340,6 @@ def build(run_dir: str, out_dir: str | None = None, *, known=None, certificates=
         fam_figs, api_figs, heat = plots(df, tmp) if with_plots else ([], {}, None)
         env = _env()
         nav = list(NAV)
-        from harness import diff as D
 
         if against:
             nav.insert(-1, ("diff.html", "Diff"))
@@ -353,7 +347,7 @@ def build(run_dir: str, out_dir: str | None = None, *, known=None, certificates=
             nav.insert(-1, ("versions.html", "Versions"))
         if against:
             a, ma = D.load_run(against)
-            D.write_pages(tmp, diff_ctx=D.html_context(D.compare(a, results.load(run_dir)), ma, meta, against, run_dir),
+            D.write_pages(tmp, diff_ctx=D.html_context(D.compare(a, raw), ma, meta, against, run_dir),
                           meta=meta, nav=nav)
         if versions:
             D.write_pages(tmp, versions_ctx=D.version_matrix([(v, *D.load_run(v)) for v in versions]), meta=meta, nav=nav)
