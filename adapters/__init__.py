@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -31,6 +32,27 @@ MODULES: dict[str, str] = {
 }
 #: what `xentc run` and the test suite run unless told otherwise: every registered framework.
 DEFAULT_FRAMEWORKS: tuple[str, ...] = tuple(MODULES)
+#: Out-of-tree adapters: XENTC_ADAPTERS="name=module,..." registers more frameworks (an
+#: environment variable, so the spawned workers see them too). They run when named in
+#: --frameworks, never by default. The test suite's fault-injecting adapter comes in this way.
+ENV_EXTRA = "XENTC_ADAPTERS"
+
+
+class AdapterConfigError(ValueError):
+    """A malformed XENTC_ADAPTERS: one line."""
+
+
+def _extra_modules(spec: str) -> dict[str, str]:
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, sep, module = item.partition("=")
+        if not sep or not name.strip() or not module.strip():
+            raise AdapterConfigError(f"{ENV_EXTRA}: expected name=module, got {item!r}")
+        out[name.strip()] = module.strip()
+    return out
+
+
+MODULES.update(_extra_modules(os.environ.get(ENV_EXTRA, "")))
 
 
 @dataclass(frozen=True)

@@ -613,6 +613,121 @@ def sampled_cases(F: str, seed: int) -> list[Case]:
     return out
 
 
+INVALID = "invalid"  # inputs outside the losses' domain (harness.badinput), float32 only
+INVALID_DTYPES = ("float32",)
+
+
+def _valid_base(F: str, r: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A small valid case of family F (4 rows, 3 classes) that each invalid kind then breaks."""
+    fam = FAMILIES[F]
+    N, C = 4, 3
+    if F in ("sampled_softmax", "nce"):
+        d, K, S = 3, 6, 3
+        p = {"output_weights": r.normal(0, 1, (K, d)), "output_biases": r.normal(0, 0.5, K),
+             "sampled": np.array([0, 2, 4]), "true_expected_count": np.full((N, 1), 0.3),
+             "sampled_expected_count": np.full(S, 0.3)}
+        return np.round(r.normal(0, 1, (N, d)), 3), r.integers(0, K, (N, 1)), p
+    if fam.inputs == "probabilities":
+        x = _probs(r, N, C, 1.0) if fam.rowwise else r.uniform(0.05, 0.95, (N, C))
+    else:
+        x = r.normal(0, 3, (N, C))
+    x = np.round(x, 3) if not fam.rowwise or fam.inputs == "logits" else x
+    if fam.targets == "index":
+        t = r.integers(0, C, N)
+    elif fam.rowwise:
+        t = onehot(r.integers(0, C, N), C)
+    else:
+        t = r.choice([0.0, 0.25, 1.0], (N, C))
+    p = {"gamma": 2.0} if F in ("sigmoid_focal", "binary_focal", "softmax_focal", "categorical_focal") else {}
+    return x, t, p
+
+
+def _break(kind: str, F: str, x, t, p, r) -> list[tuple[str, np.ndarray, np.ndarray, dict]]:
+    """(id suffix, inputs, targets, params) of the invalid variants of one kind."""
+    fam = FAMILIES[F]
+    x, t, p = x.copy(), t.copy(), dict(p)
+    C = np.shape(p["output_weights"])[0] if F in ("sampled_softmax", "nce") else x.shape[-1]
+    N = x.shape[0]
+    one = (1, 0) if t.ndim == 2 else (1,)
+    if kind.startswith("index_"):
+        t[one] = {"index_eq_C": C, "index_gt_C": C + 3, "index_minus_1": -1, "index_below_minus_C": -C - 1,
+                  "index_negative": -2}[kind]
+        return [("", x, t, p)]
+    if kind in ("target_above_1", "target_below_0", "nan_target"):
+        t[1, 1] = {"target_above_1": 1.5, "target_below_0": -0.5, "nan_target": np.nan}[kind]
+        return [("", x, t, p)]
+    if kind == "negative_soft_target":
+        t[1] = [1.5, -0.5, 0.0]
+        return [("", x, t, p)]
+    if kind in ("prob_above_1", "prob_below_0", "nan_prob"):
+        if fam.rowwise:
+            x[1] = {"prob_above_1": [1.5, -0.25, -0.25], "prob_below_0": [-0.2, 0.6, 0.6],
+                    "nan_prob": [np.nan, 0.5, 0.5]}[kind]
+        else:
+            x[1, 1] = {"prob_above_1": 1.5, "prob_below_0": -0.2, "nan_prob": np.nan}[kind]
+        return [("", x, t, p)]
+    if kind == "shape_targets":
+        return [("", x, t[:-1], p)]
+    if kind == "shape_targets_broadcast":
+        if fam.targets == "index":
+            return [("", x, t[:, None], p)]
+        if fam.rowwise:
+            return [("", x, t[:1], p)]
+        return [("", x[:, :1], t[:, 0], p)]
+    if kind in ("shape_weight", "negative_weight"):
+        out = []
+        for k in ("weight", "sample_weight", "class_weight"):
+            if k not in fam.params or (kind == "shape_weight" and k == "class_weight"):
+                continue
+            shape = {"weight": x.shape, "sample_weight": x.shape[:-1], "class_weight": (C,)}[k]
+            w = np.round(r.uniform(0.5, 2.0, shape), 3)
+            if kind == "shape_weight":
+                w = np.concatenate([w, w[..., :1]], axis=-1)
+            else:
+                w[(1,) * w.ndim] = -2.0
+            out.append((f"-{k}", x, t, {**p, k: w}))
+        return out
+    if kind in ("shape_pos_weight", "negative_pos_weight"):
+        return [("", x, t, {**p, "pos_weight": np.array([1.0, 2.0, 0.5, 1.0]) if kind == "shape_pos_weight"
+                            else np.array([1.0, -2.0, 1.0])})]
+    if kind == "shape_class_weight":
+        return [("", x, t, {**p, "class_weight": np.array([1.0, 2.0, 0.5, 1.0])})]
+    if kind == "axis_out_of_range":
+        return [("", x, t, {**p, "axis": x.ndim})]
+    if kind in ("int_inputs", "bool_inputs"):
+        if fam.inputs == "probabilities":
+            xi = onehot(r.integers(0, C, N), C) if fam.rowwise else r.integers(0, 2, x.shape).astype(np.float64)
+        else:
+            xi = r.integers(-3, 4, x.shape).astype(np.float64)
+            if kind == "bool_inputs":
+                xi = np.abs(np.sign(xi))
+        return [("", xi, t, p)]
+    if kind == "empty_classes":
+        return [("", x[:, :0], t[:, :0] if fam.targets == "dense" else np.zeros(N, np.int64), p)]
+    if kind in ("label_smoothing_above_1", "label_smoothing_negative"):
+        return [("", x, t, {**p, "label_smoothing": 1.5 if kind.endswith("above_1") else -0.2})]
+    raise ValueError(f"no generator for invalid kind {kind!r}")  # pragma: no cover
+
+
+def invalid_cases(seed: int) -> list[Case]:
+    """One case per (family, invalid kind, weight parameter) of harness.badinput.KINDS, each a
+    small valid case broken in one way, unreduced and with a mean; float32 only (what an API
+    does with bad input does not depend on the float format). Ids: invalid/<family>/<kind>[-param]-<reduction>."""
+    from harness.badinput import KINDS, violations
+
+    out: list[Case] = []
+    for kind in KINDS.values():
+        for F in kind.families:
+            base = _valid_base(F, _rng(seed, f"{INVALID}/{F}"))
+            for suffix, x, t, p in _break(kind.name, F, *base, _rng(seed, f"{INVALID}/{F}/{kind.name}")):
+                for red in ("none", "mean"):
+                    c = Case(f"{INVALID}/{F}/{kind.name}{suffix}-{red}", F, np.asarray(x, np.float64), np.asarray(t),
+                             {**p, "reduction": red}, INVALID_DTYPES, None, kind.name)
+                    assert kind.name in violations(F, *c.in_dtype("float32")), c.id
+                    out.append(c)
+    return out
+
+
 #: the targets of every exhaustive case: {0, 1} and a grid of soft targets
 EXHAUSTIVE_TARGETS = (0.0, 1.0, 0.1, 0.25, 0.5, 0.75, 0.9)
 EXHAUSTIVE_DTYPES = ("float16", "bfloat16")
@@ -665,9 +780,9 @@ def found_cases(directory: str = FOUND_DIR) -> list[Case]:
     return out
 
 
-def build_corpus(seed: int = 0, *, exhaustive: bool = True, found: bool = True) -> list[Case]:
-    """Every built-in case, in a fixed order: the seeded corpus, then the exhaustive cases, then
-    the found ones."""
+def build_corpus(seed: int = 0, *, exhaustive: bool = True, found: bool = True, invalid: bool = True) -> list[Case]:
+    """Every built-in case, in a fixed order: the seeded corpus, then the exhaustive cases, the
+    found ones, and the invalid ones (their own conformance dimension, harness.badinput)."""
     cases = (sigmoid_cases(seed) + binary_cases(seed) + logit_rows_cases("softmax", seed)
              + logit_rows_cases("sparse_softmax", seed) + prob_rows_cases("categorical", seed)
              + prob_rows_cases("sparse_categorical", seed)
@@ -675,7 +790,8 @@ def build_corpus(seed: int = 0, *, exhaustive: bool = True, found: bool = True) 
                 for c in focal_cases(f, seed)]
              + axis_cases(seed) + where_cases(seed) + poly_cases(seed)
              + sampled_cases("sampled_softmax", seed) + sampled_cases("nce", seed)
-             + (exhaustive_cases() if exhaustive else []) + (found_cases() if found else []))
+             + (exhaustive_cases() if exhaustive else []) + (found_cases() if found else [])
+             + (invalid_cases(seed) if invalid else []))
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "duplicate case ids in the corpus"
     return cases

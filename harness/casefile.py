@@ -25,7 +25,7 @@ from .dtypes import format_number, parse_number, to_dtype
 from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, INT_PARAMS, PARAM_KINDS, REDUCTIONS, SCALAR_PARAMS, category_of
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
-CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes", "provenance"}
+CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes", "provenance", "invalid"}
 
 
 class CaseFileError(ValueError):
@@ -41,6 +41,7 @@ class Case:
     params: dict[str, Any] = field(default_factory=dict)  # arrays as float64, reduction as str
     dtypes: tuple[str, ...] | None = None  # None: every dtype an API supports
     provenance: dict[str, Any] | None = None  # where a found case came from (xentc explore)
+    invalid: str | None = None  # the kind of invalid input it is (harness.badinput.KINDS); None: valid
 
     @property
     def category(self) -> str:
@@ -53,7 +54,12 @@ class Case:
     def in_dtype(self, dtype: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Inputs, targets and array params rounded to `dtype`: exactly what a framework receives."""
         params = {k: (to_dtype(v, dtype) if k in ARRAY_PARAMS else v) for k, v in self.params.items()}
-        return to_dtype(self.inputs, dtype), to_dtype(self.targets, dtype), params
+        x = to_dtype(self.inputs, dtype)
+        if self.invalid == "int_inputs":  # the invalid kinds that are about the inputs' dtype
+            x = self.inputs.astype(np.int32)
+        elif self.invalid == "bool_inputs":
+            x = self.inputs != 0
+        return x, to_dtype(self.targets, dtype), params
 
     def to_json(self) -> dict[str, Any]:
         def arr(a: np.ndarray):
@@ -76,6 +82,8 @@ class Case:
             d["dtypes"] = list(self.dtypes)
         if self.provenance is not None:
             d["provenance"] = dict(self.provenance)
+        if self.invalid is not None:
+            d["invalid"] = self.invalid
         return d
 
 
@@ -156,6 +164,10 @@ def parse_case(obj: Any, where: str) -> Case:
     if fam_name not in FAMILIES:
         raise CaseFileError(f"{w}: field 'family' must be one of {', '.join(FAMILIES)}, got {fam_name!r}")
     fam = FAMILIES[fam_name]
+    declared = obj.get("invalid")
+    if declared is not None and declared not in _invalid_kinds():
+        raise CaseFileError(f"{w}: field 'invalid' must be one of {', '.join(_invalid_kinds())}, got {declared!r}")
+    lax = declared is not None  # an invalid case: shapes and axis are what it says, checked below
     for k in ("inputs", "targets"):
         if k not in obj:
             raise CaseFileError(f"{w}: missing field '{k}'")
@@ -166,10 +178,10 @@ def parse_case(obj: Any, where: str) -> Case:
     if not isinstance(raw, dict):
         raise CaseFileError(f"{w}: field 'params' must be an object")
     axis = raw.get("axis", -1)
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
+    if isinstance(axis, bool) or not isinstance(axis, int) or not (lax or -x.ndim <= axis < x.ndim):
         raise CaseFileError(f"{w}: field 'params.axis': expected an integer axis of the {x.ndim}-D inputs")
-    ax = axis % x.ndim
-    if fam.rowwise and fam.targets != "classes" and x.shape[ax] == 0:
+    ax = axis % x.ndim if -x.ndim <= axis < x.ndim else x.ndim - 1
+    if fam.rowwise and fam.targets != "classes" and x.shape[ax] == 0 and not lax:
         raise CaseFileError(f"{w}: field 'inputs' has no classes (the class axis is empty)")
     per_sample = x.shape[:ax] + x.shape[ax + 1:]  # the inputs' shape without the class axis
     if fam.targets == "index":
@@ -183,7 +195,7 @@ def parse_case(obj: Any, where: str) -> Case:
     else:
         t = _array(obj["targets"], f"{w}: field 'targets'")
         want = x.shape
-    if t.shape != want:
+    if t.shape != want and not lax:
         raise CaseFileError(f"{w}: field 'targets' has shape {t.shape}, expected {want} for family {fam_name}")
 
     params: dict[str, Any] = {}
@@ -216,8 +228,8 @@ def parse_case(obj: Any, where: str) -> Case:
             a = _bool_array(v, pw)
         else:
             a = _array(v, pw, integer=kind == "int_array")
-        need = _param_shape_problem(k, a, x, t, per_sample, raw)
-        if need:
+        need = param_shape_problem(k, a, x, t, per_sample, raw)
+        if need and not lax:
             raise CaseFileError(f"{pw}: shape {a.shape} does not fit; expected {need}")
         params[k] = a
     if fam.targets == "classes":
@@ -235,10 +247,31 @@ def parse_case(obj: Any, where: str) -> Case:
     if prov is not None and (not isinstance(prov, dict) or any(
             not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (str, int, float)) for k, v in prov.items())):
         raise CaseFileError(f"{w}: field 'provenance' must be an object of strings and numbers")
-    return Case(cid, fam_name, x, t, params, dtypes, prov)
+    case = Case(cid, fam_name, x, t, params, dtypes, prov, declared)
+    _check_domain(case, w)
+    return case
 
 
-def _param_shape_problem(k: str, a: np.ndarray, x: np.ndarray, t: np.ndarray, per_sample: tuple, raw: dict) -> str:
+def _invalid_kinds() -> tuple[str, ...]:
+    from .badinput import KINDS
+
+    return tuple(KINDS)
+
+
+def _check_domain(case: Case, w: str) -> None:
+    """A valid case must be in the losses' domain; a declared invalid one must hold its kind."""
+    from .badinput import violations
+
+    found = violations(case.family, *case.in_dtype("float64"))
+    if case.invalid is None and found:
+        raise CaseFileError(f"{w}: invalid input ({', '.join(found)}) has no reference value; declare "
+                            f"\"invalid\": \"{found[0]}\" to measure how the APIs treat it")
+    if case.invalid is not None and case.invalid not in found:
+        raise CaseFileError(f"{w}: declared \"invalid\": \"{case.invalid}\" but its data "
+                            + (f"shows {', '.join(found)}" if found else "is valid"))
+
+
+def param_shape_problem(k: str, a: np.ndarray, x: np.ndarray, t: np.ndarray, per_sample: tuple, raw: dict) -> str:
     """What shape parameter `k` must have, when `a` does not have it ("" when it fits)."""
     C = x.shape[-1] if "axis" not in raw else x.shape[raw["axis"] % x.ndim]
     if k == "pos_weight":

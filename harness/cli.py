@@ -39,25 +39,47 @@ def cmd_run(args) -> int:
     from harness import report, results, runner
     from harness.casefile import load_cases
 
+    from harness.journal import NAME as JOURNAL, ResumeError
+
     if args.frameworks == "all":
-        frameworks = list(adapters.MODULES)
+        frameworks = list(adapters.DEFAULT_FRAMEWORKS)
     elif args.frameworks:
         frameworks = _csv(args.frameworks, list(adapters.MODULES), "framework")
     else:
         frameworks = list(adapters.DEFAULT_FRAMEWORKS)
     dtypes = _csv(args.dtypes, DTYPES, "dtype") if args.dtypes else list(DTYPES)
+    apis = None
+    if args.apis:
+        apis = [a for pat in args.apis.split(",") if pat.strip() for a in adapters.select(pat.strip(), frameworks=frameworks)]
+        apis = list({(a.framework, a.id): a for a in apis}.values())
+        if not apis:
+            raise UsageError(f"no API of {', '.join(frameworks)} matches --apis {args.apis!r} (`xentc list` lists them)")
+        frameworks = [f for f in frameworks if any(a.framework == f for a in apis)]
+    if args.call_timeout is not None and not args.call_timeout > 0:
+        raise UsageError(f"--call-timeout must be a positive number of seconds, got {args.call_timeout}")
     cases = load_cases(args.cases) if args.cases else build_corpus(args.seed)
     out = _writable_dir(args.out)
+    resume = args.resume and os.path.exists(os.path.join(out, JOURNAL))
+    if args.resume and not resume and not args.quiet:
+        print(f"xentc: nothing to resume in {out} (no {JOURNAL}); running from the start", file=sys.stderr)
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     t0 = time.perf_counter()
-    df, versions = runner.run(cases, frameworks, dtypes, log_dir=os.path.join(out, "logs"),
-                              progress=sys.stderr.isatty() and not args.quiet)
+    try:
+        df, versions = runner.run(cases, frameworks, dtypes, log_dir=os.path.join(out, "logs"), apis=apis,
+                                  progress=sys.stderr.isatty() and not args.quiet, journal_dir=out, resume=resume,
+                                  call_timeout=args.call_timeout or runner.CALL_TIMEOUT_S)
+    except ResumeError as e:
+        raise UsageError(f"cannot resume: {e}") from None
     elapsed = time.perf_counter() - t0
     meta = results.run_metadata(versions=versions, seed=args.seed, cases_source=args.cases or "built-in corpus",
                                 frameworks=frameworks, dtypes=dtypes, elapsed_s=elapsed)
     results.save(df, out)
     results.save_metadata(meta, out)
     report.write(df, meta, out)
+    try:
+        os.remove(os.path.join(out, JOURNAL))  # every row is in results.parquet now
+    except FileNotFoundError:
+        pass
     counts = df["status"].value_counts().to_dict()
     print(f"{len(df)} rows in {elapsed:.1f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
           + f"\nwrote {out}/results.parquet, results.csv, run.json, report.md, repro/")
@@ -93,6 +115,12 @@ def cmd_list(args) -> int:
     return 0
 
 
+def runner_timeout() -> str:
+    from harness.runner import CALL_TIMEOUT_S
+
+    return f"{CALL_TIMEOUT_S:g}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xentc", description="Cross-entropy conformance harness")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cases", metavar="FILE", help="a JSON case file (default: the built-in corpus)")
     r.add_argument("--out", metavar="DIR", default="reports/latest", help="output directory (default: reports/latest)")
     r.add_argument("--seed", type=int, default=0, help="seed of the built-in corpus (default: 0)")
+    r.add_argument("--apis", metavar="PATTERN",
+                   help="only the APIs whose id (or framework:id) matches one of these comma-separated "
+                        "patterns (fnmatch; brackets literal), e.g. 'torch.*,optax.*'")
+    r.add_argument("--resume", action="store_true",
+                   help="go on with the run in --out that was interrupted (DIR/journal.jsonl): the calls "
+                        "already finished are kept, the rest run; the same options are required")
+    r.add_argument("--call-timeout", type=float, metavar="S",
+                   help=f"seconds one call may take before its worker is killed and the row is 'crashed' "
+                        f"(default: {runner_timeout()})")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
     rp = sub.add_parser("report", help="render a run's results as a static HTML site")
@@ -126,10 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from harness.casefile import CaseFileError
 
+    try:
+        from adapters import AdapterConfigError
+    except ValueError as e:  # XENTC_ADAPTERS malformed: raised while the registry is read
+        print(f"xentc: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, CaseFileError) as e:
+    except (UsageError, CaseFileError, AdapterConfigError) as e:
         print(f"xentc: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

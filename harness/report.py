@@ -23,9 +23,11 @@ from harness.tolerance import table as tolerance_table
 CERTIFIED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cases", "certified")
 
 #: severity order, worst first
-SEVERITY = ["crashed", "raised", "no_gradient", "nonfinite_mismatch", "discrepancy", "match", "unsupported"]
+SEVERITY = ["crashed", "raised", "silent_value", "no_gradient", "nonfinite_mismatch", "discrepancy", "silent_nan",
+            "rejected", "match", "unsupported"]
 CELL = {"crashed": "CRASH", "raised": "RAISE", "no_gradient": "NOGRAD", "nonfinite_mismatch": "NONFINITE",
-        "discrepancy": "ULP", "match": "ok", "unsupported": "·"}
+        "discrepancy": "ULP", "match": "ok", "unsupported": "·", "silent_value": "SILENT", "silent_nan": "NAN",
+        "rejected": "REJECT"}
 QUANTITY_ABBR = {"loss": "loss", "grad_logits": "∂inputs", "grad_targets": "∂targets", "grad_weights": "∂weights"}
 DTYPE_ABBR = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
 INLINE_REPRO_MAX = 1500

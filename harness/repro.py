@@ -74,13 +74,17 @@ def _cut(w, sl, ndim: int):
                    for d in range(w.ndim))]
 
 
-def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quantity: str = "loss") -> str:
+def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quantity: str = "loss",
+            invalid: str | None = None) -> str:
     """Three lines: imports; the inputs; print(framework value, reference value) (a gradient:
-    one more, the backward pass). worst_index: the worst output, or None for the whole case."""
+    one more, the backward pass). worst_index: the worst output, or None for the whole case.
+    invalid: the kind of an invalid case, printed where the reference value would be."""
     x, t, params = minimise(api, x, t, params, worst_index)
     prec, _ = reference_precision(dtype)
     conv = {k: api.convention(k) for k in ("mean", "axis_mean")}
-    if quantity == "loss":
+    if invalid:
+        ref = None
+    elif quantity == "loss":
         ref = oracle.loss(api.family, x, t, params, conv, prec).astype(np.float64)
     else:
         with np.errstate(over="ignore"):  # printed as inf beyond float64's range
@@ -113,7 +117,8 @@ def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quan
     call = f"{api.name}({', '.join(f'{k}={v}' for k, v in rest.items())})"
     if init is not None:
         call = f"{api.name}({', '.join(f'{k}={v}' for k, v in init.items())})({', '.join(f'{k}={v}' for k, v in rest.items())})"
-    ref_txt = repr(ref.tolist()).replace("nan", "float('nan')").replace("inf", "float('inf')")
+    ref_txt = (repr(f"invalid input ({invalid})") if invalid else
+               repr(ref.tolist()).replace("nan", "float('nan')").replace("inf", "float('inf')"))
     if quantity == "loss":
         return "\n".join([fw.repro_imports, "; ".join(assigns),
                           f"print({api.id!r}, {fw.repro_value.format(expr=call)}, 'reference:', {ref_txt})"]) + "\n"

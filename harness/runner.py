@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 import adapters
-from harness import condition, oracle, profile, repro, worker
+from harness import badinput, condition, oracle, profile, repro, worker
 from harness.casefile import Case
 from harness.compare import grade
 from harness.dtypes import reference_precision
@@ -59,7 +59,8 @@ def plan(cases: Iterable[Case], apis: Iterable[Api], dtypes: Iterable[str]) -> t
         for case in cases:
             if case.family != api.family:
                 continue
-            grads = tuple(adapters.gradient_args(api, case.params))
+            # an invalid case measures what the API does with bad input: its loss only
+            grads = () if case.invalid else tuple(adapters.gradient_args(api, case.params))
             for d in dtypes:
                 if case.dtypes is not None and d not in case.dtypes:
                     continue
@@ -79,7 +80,7 @@ def plan(cases: Iterable[Case], apis: Iterable[Api], dtypes: Iterable[str]) -> t
 
 def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
     row = dict.fromkeys(RESULT_COLUMNS)
-    row.update(case_id=case.id, category=case.category, family=case.family, api=api.id,
+    row.update(invalid=case.invalid or "", case_id=case.id, category=case.category, family=case.family, api=api.id,
                framework=api.framework, dtype=dtype, device="cpu", quantity="loss",
                max_ulp=np.nan, tol_ulp=np.nan, max_abs_err=np.nan, max_rel_err=np.nan,
                expected=np.nan, actual=np.nan, n_elements=0, seconds=np.nan,
@@ -148,7 +149,7 @@ def _snippet(fw, task: Task, idx, data, quantity: str = "loss") -> str:
     in the row, never loses the run."""
     x, t, p = data
     try:
-        return repro.snippet(fw, task.api, task.dtype, x, t, p, idx, quantity)
+        return repro.snippet(fw, task.api, task.dtype, x, t, p, idx, quantity, invalid=task.case.invalid)
     except Exception as e:  # noqa: BLE001 - reported in the row and failed by the test suite
         return f"{REPRO_FAILED}{type(e).__name__}: {e}\n"
 
@@ -209,8 +210,9 @@ def worst_input(case: Case, api: Api, data, idx: tuple[int, ...] | None, quantit
 class WorkerHandle:
     """One framework's worker process, restartable."""
 
-    def __init__(self, framework: str, log_dir: str | None) -> None:
+    def __init__(self, framework: str, log_dir: str | None, call_timeout: float = CALL_TIMEOUT_S) -> None:
         self.framework = framework
+        self.call_timeout = call_timeout
         self.log_path = os.path.join(log_dir, f"{framework}.log") if log_dir else None
         self.version: str | None = None
         self.unavailable: str | None = None
@@ -230,7 +232,7 @@ class WorkerHandle:
     def send(self, task: Task) -> None:
         x, t, p = task.case.in_dtype(task.dtype)
         self.inflight = task
-        self.deadline = time.monotonic() + CALL_TIMEOUT_S
+        self.deadline = time.monotonic() + self.call_timeout
         self.conn.send((task.idx, task.api.id, x, t, p, task.quantities))
 
     def kill(self) -> None:
@@ -261,10 +263,26 @@ def _death(proc) -> str:
 
 
 def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_dir: str | None = None,
-        progress: bool = False) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Run every case on every API of `frameworks`. Returns (results, {framework: version})."""
-    apis = adapters.all_apis(frameworks)
+        progress: bool = False, apis: list[Api] | None = None, journal_dir: str | None = None,
+        resume: bool = False, call_timeout: float = CALL_TIMEOUT_S) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Run every case on every API of `frameworks` (or on `apis`, entries of those frameworks).
+    Returns (results, {framework: version}).
+
+    journal_dir: append each finished call's rows to journal_dir/journal.jsonl as it comes
+    (harness.journal); with resume, the calls already there are not run again. call_timeout:
+    seconds one call may take before its worker is killed and the row is `crashed`."""
+    dtypes = list(dtypes)
+    apis = adapters.all_apis(frameworks) if apis is None else apis
     tasks, rows = plan(cases, apis, dtypes)
+    jnl = None
+    if journal_dir is not None:
+        from harness.journal import Journal, fingerprint
+
+        jnl = Journal(journal_dir, fingerprint(cases, apis, dtypes), resume)
+        for t in [t for t in tasks if t.idx in jnl.done]:
+            rows.extend(jnl.done[t.idx])
+        tasks = [t for t in tasks if t.idx not in jnl.done]
+    pending: dict[int, list[dict]] = {}
     fws = {fw: adapters.load(fw).framework for fw in frameworks}
     queues: dict[str, deque[Task]] = {fw: deque() for fw in frameworks}
     for t in tasks:
@@ -279,7 +297,13 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
 
     def finish(task: Task, quantity: str = "loss", **kw) -> None:
         kw.setdefault("framework_version", versions.get(task.api.framework, ""))
-        rows.append(_row(task.case, task.api, task.dtype, quantity=quantity, _idx=_order(task.idx, quantity), **kw))
+        row = _row(task.case, task.api, task.dtype, quantity=quantity, _idx=_order(task.idx, quantity), **kw)
+        rows.append(row)
+        if jnl is not None:  # a call is journaled once all its rows are in
+            done = pending.setdefault(task.idx, [])
+            done.append(row)
+            if len(done) == len(task.quantities):
+                jnl.record(task.idx, pending.pop(task.idx))
         if bar is not None and quantity == "loss":
             bar.update(1)
 
@@ -328,7 +352,30 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                                     data, quantity)
         finish(task, quantity, **row)
 
+    def bad_input(task: Task, out: np.ndarray, seconds: float) -> None:
+        """An invalid case that returned: silent_nan or silent_value, with what it most likely means."""
+        status = badinput.classify(out)
+        detail = badinput.describe(out)
+        data = task.case.in_dtype(task.dtype)
+        if status == "silent_value":
+            conv = {k: task.api.convention(k) for k in ("mean", "axis_mean")}
+            x, t, p = data
+            p = {**task.api.defaults, **p}  # what the API applied (adapters.call_plan)
+            meaning = badinput.reading(task.case.invalid, task.case.family, x, t, p, out, conv)
+            detail += f"; likely {meaning}" if meaning else "; matches none of the readings tried"
+        with np.errstate(all="ignore"):
+            first = float(np.asarray(out, np.float64).ravel()[0]) if out.size and out.dtype.kind in "fiub" else np.nan
+        finish(task, "loss", status=status, detail=detail, seconds=seconds, reference="invalid input",
+               actual=first, n_elements=int(out.size), actual_dtype=out.dtype.name,
+               worst_input=badinput.KINDS[task.case.invalid].description,
+               repro=_snippet(fws[task.api.framework], task, None, data))
+
     def failed_row(task: Task, status: str, detail: str, seconds: float = np.nan, quantity: str = "loss") -> None:
+        if task.case.invalid:  # no reference value: a raise is the API rejecting the input
+            finish(task, quantity, status="rejected" if status == "raised" else status, detail=detail,
+                   seconds=seconds, reference="invalid input", worst_input=badinput.KINDS[task.case.invalid].description,
+                   repro=_snippet(fws[task.api.framework], task, None, task.case.in_dtype(task.dtype), quantity))
+            return
         ref, label, _ = reference(task.case, task.api, task.dtype, quantity)
         idx = None  # the whole case, or its first output where the case is large and unreduced
         if task.case.inputs.size > REPRO_FULL_MAX and task.case.reduction == "none":
@@ -344,14 +391,16 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     def received(task: Task, results: dict, seconds: float) -> None:
         for q in task.quantities:
             kind, payload = results[q]
-            if kind == "ok":
+            if kind == "ok" and task.case.invalid:
+                bad_input(task, np.asarray(payload), seconds)
+            elif kind == "ok":
                 graded(task, q, np.asarray(payload), seconds)
             elif kind == "none":
                 failed_row(task, "no_gradient", f"{task.api.framework} returned no gradient (None)", seconds, q)
             else:
                 failed_row(task, "raised", payload, seconds, q)
 
-    handles = {fw: WorkerHandle(fw, log_dir) for fw in frameworks if queues[fw]}
+    handles = {fw: WorkerHandle(fw, log_dir, call_timeout) for fw in frameworks if queues[fw]}
     try:
         while handles:
             for fw, h in list(handles.items()):
@@ -398,6 +447,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 if msg[0] == "ready":
                     h.ready, h.version = True, msg[1]
                     versions[h.framework] = msg[1]
+                    if jnl is not None:
+                        jnl.check_version(h.framework, msg[1])
                 elif msg[0] == "unavailable":
                     for t in queues[h.framework]:
                         finish_all(t, status="unsupported", detail=f"framework {h.framework} unavailable: {msg[1]}")
@@ -416,7 +467,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             for fw, h in list(handles.items()):
                 if now > h.deadline and (h.inflight is not None or not h.ready):
                     if h.inflight is not None:
-                        failed_all(h.inflight, "crashed", f"timeout after {CALL_TIMEOUT_S:.0f} s")
+                        failed_all(h.inflight, "crashed", f"timeout after {h.call_timeout:g} s")
                         h.inflight = None
                         h.kill()
                         h.start()
@@ -431,6 +482,10 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             h.kill()
         if bar is not None:
             bar.close()
+        if jnl is not None:
+            jnl.close()
+    if jnl is not None:
+        versions = {**jnl.versions, **versions}
 
     for r in rows:
         if not r.get("framework_version"):

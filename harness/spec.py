@@ -159,9 +159,15 @@ STATUSES: dict[str, str] = {
     "unsupported": "the API cannot express this case (dtype, parameter or reduction)",
     "crashed": "the worker process died (signal) or timed out in this call",
     "no_gradient": "the framework returned no gradient where the mathematics defines one",
+    "rejected": "invalid input (no reference value): the framework raised (detail: type and first line)",
+    "silent_nan": "invalid input: the framework returned a result holding nan",
+    "silent_value": "invalid input: the framework returned numbers (the dangerous one; detail: the value and its likely reading)",
 }
-#: Statuses that are not a pass for the conformance suite.
-FAILING = ("discrepancy", "nonfinite_mismatch", "raised", "crashed", "no_gradient")
+#: Statuses that are not a pass for the conformance suite. silent_value is the dangerous answer
+#: to invalid input; an API that accepts a kind on purpose says so in cases/expectations.toml.
+FAILING = ("discrepancy", "nonfinite_mismatch", "raised", "crashed", "no_gradient", "silent_value")
+#: The statuses of an invalid case (harness.badinput), besides crashed and unsupported.
+BAD_INPUT_STATUSES = ("rejected", "silent_nan", "silent_value")
 
 #: What a row measures. Gradients are those of the sum of the API's outputs (the
 #: vector-Jacobian product with a cotangent of ones; a `mean` carries the API's normalisation),
@@ -177,7 +183,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "dtype", "device", "quantity", "status", "max_ulp", "tol_ulp", "max_abs_err",
     "max_rel_err", "worst_index", "expected", "actual", "worst_input", "n_elements",
     "actual_dtype", "reference", "detail", "seconds",
-    "max_ulp_finite", "worst_input_finite", "cond", "cond_ulp", "ulp_profile",
+    "max_ulp_finite", "worst_input_finite", "cond", "cond_ulp", "ulp_profile", "invalid",
 )
 #: max_ulp_finite: max ULP over the elements where result and reference are both finite (and a
 #: gradient's reference certain to half an ulp): the accuracy figure, even beside a nonfinite
@@ -187,6 +193,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
 #: for gradient rows and where undefined.
 #: ulp_profile: for the exhaustive domains, the largest ULP error per band of x (JSON,
 #: harness.profile), which the report plots; '' elsewhere.
+#: invalid: the kind of invalid input of the case (harness.badinput.KINDS), '' for a valid case.
 
 
 def category_of(case_id: str) -> str:

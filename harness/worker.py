@@ -15,7 +15,21 @@ import time
 import traceback
 
 
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to kill this worker when the runner dies (a SIGKILLed `xentc run`
+    leaves no worker computing for nobody). Elsewhere the worker ends at its next recv()."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
 def main(conn, framework: str, log_path: str | None = None) -> None:
+    _die_with_parent()
     import adapters
 
     adapter = adapters.load(framework)
@@ -37,7 +51,10 @@ def main(conn, framework: str, log_path: str | None = None) -> None:
     apis = {a.id: a for a in adapter.apis}
     conn.send(("ready", ver, {"python": sys.version.split()[0]}))
     while True:
-        msg = conn.recv()
+        try:
+            msg = conn.recv()
+        except EOFError:  # the runner is gone
+            break
         if msg is None:
             break
         task_id, api_id, x, t, params, quantities = msg

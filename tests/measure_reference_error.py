@@ -29,7 +29,7 @@ from harness.spec import DTYPES  # noqa: E402
 
 def measure(seed: int = 0):
     """Yield (record, problems) for every mpref.compare_case record over the corpus."""
-    for case in build_corpus(seed):
+    for case in build_corpus(seed, invalid=False):
         for d in case.dtypes or DTYPES:
             for r in mpref.compare_case(case, d):
                 yield r, mpref.oracle_problems([r], d)

@@ -1,9 +1,11 @@
 """Conformance: every (api, case, dtype, quantity) of the built-in corpus, on the real
-frameworks, against the reference: the loss and its gradients through each framework's autodiff.
+frameworks, against the reference: the loss and its gradients through each framework's autodiff;
+and what each API does with the invalid cases (harness.badinput): rejected or silent_nan pass,
+silent_value must be in the expectations with its reason.
 
 Each framework runs once per session in its own worker process (through the same runner
 `xentc run` uses); each row then becomes one test:
-  match -> pass;  unsupported -> skip (with the reason);
+  match, rejected, silent_nan -> pass;  unsupported -> skip (with the reason);
   failing and covered by cases/expectations.toml with its status -> xfail (with the reason);
   failing and not covered -> fail, printing the repro.
 test_expectations_not_stale fails when an expectation no longer matches anything.
@@ -56,6 +58,9 @@ def test_conformance(framework, api, case_id, dtype, quantity):
         return
     if status == "unsupported":
         pytest.skip(row["detail"])
+    if status in ("rejected", "silent_nan"):  # invalid input refused, or answered with nan: conforming
+        assert row["invalid"], f"{status} for a valid case: {row['detail']}"
+        return
     loss_row = results_of(framework).get((api, case_id, dtype, "loss"))
     known = expectations.match(KNOWN, row, loss_row)
     if known is not None:

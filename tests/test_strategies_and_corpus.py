@@ -13,18 +13,22 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cases.generator import CATEGORIES, EXHAUSTIVE, EXHAUSTIVE_TARGETS, FOUND, LARGE_C, build_corpus
+from cases.generator import CATEGORIES, EXHAUSTIVE, EXHAUSTIVE_TARGETS, FOUND, LARGE_C, build_corpus, invalid_cases
+from cases.generator import INVALID as INVALID_CATEGORY
+from harness.badinput import KINDS, violations
 from cases.strategies import cases, register_profiles
 from harness import mpref, oracle
-from harness.casefile import Case, parse_cases
+from harness.casefile import Case, CaseFileError, parse_cases
 from harness.dtypes import finfo, to_dtype
 from harness.spec import ARRAY_PARAMS, DTYPES, FAMILIES
 
 register_profiles()
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-CORPUS = build_corpus(0)
+#: the graded corpus (valid cases); the invalid ones have their own tests below
+CORPUS = build_corpus(0, invalid=False)
 BY_ID = {c.id: c for c in CORPUS}
+INVALID = invalid_cases(0)
 
 
 def bits(a: np.ndarray) -> bytes:
@@ -34,16 +38,55 @@ def bits(a: np.ndarray) -> bytes:
 
 def fingerprint(c: Case) -> tuple:
     params = tuple((k, bits(v) if isinstance(v, np.ndarray) else v) for k, v in sorted(c.params.items()))
-    return c.id, c.family, bits(c.inputs), bits(c.targets), params, c.dtypes
+    return c.id, c.family, bits(c.inputs), bits(c.targets), params, c.dtypes, c.invalid
 
 
 # --- generator invariants ------------------------------------------------------------------------------
 def test_corpus_is_deterministic():
-    assert [fingerprint(c) for c in build_corpus(0)] == [fingerprint(c) for c in CORPUS]
+    assert [fingerprint(c) for c in build_corpus(0, invalid=False)] == [fingerprint(c) for c in CORPUS]
+    assert [fingerprint(c) for c in build_corpus(0)] == [fingerprint(c) for c in CORPUS + INVALID]
+
+
+# --- the invalid cases (harness.badinput) ---------------------------------------------------------
+def test_every_invalid_kind_is_generated_for_each_of_its_families():
+    have = {(c.invalid, c.family) for c in INVALID}
+    want = {(k.name, f) for k in KINDS.values() for f in k.families}
+    assert have == want
+    assert all(c.category == INVALID_CATEGORY and c.dtypes == ("float32",) for c in INVALID)
+
+
+@pytest.mark.parametrize("case", INVALID, ids=lambda c: c.id)
+def test_invalid_case_holds_its_kind_and_round_trips(case):
+    found = violations(case.family, *case.in_dtype("float32"))
+    assert case.invalid in found, found
+    text = json.dumps({"cases": [case.to_json()]}, allow_nan=False)
+    (back,) = parse_cases(json.loads(text))
+    assert fingerprint(back) == fingerprint(case)
+    assert case.in_dtype("float32")[0].dtype == back.in_dtype("float32")[0].dtype
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=lambda c: c.id)
+def test_the_reference_finds_every_valid_case_valid(case):
+    assert violations(case.family, *case.in_dtype("float64")) == []
+
+
+def test_undeclared_or_misdeclared_invalid_input_is_a_case_file_error():
+    case = next(c for c in INVALID if c.invalid == "target_above_1")
+    doc = case.to_json()
+    undeclared = {k: v for k, v in doc.items() if k != "invalid"}
+    with pytest.raises(CaseFileError, match='declare "invalid": "target_above_1"'):
+        parse_cases({"cases": [undeclared]})
+    with pytest.raises(CaseFileError, match='declared "invalid": "nan_target" but its data shows target_above_1'):
+        parse_cases({"cases": [{**doc, "invalid": "nan_target"}]})
+    valid = BY_ID["baseline/sigmoid/random-none"].to_json()
+    with pytest.raises(CaseFileError, match="is valid"):
+        parse_cases({"cases": [{**valid, "invalid": "target_above_1"}]})
+    with pytest.raises(CaseFileError, match="field 'invalid' must be one of"):
+        parse_cases({"cases": [{**doc, "invalid": "garbage"}]})
 
 
 def test_seed_changes_random_cases_but_not_ids():
-    other = build_corpus(1)
+    other = build_corpus(1, invalid=False)
     assert [c.id for c in other] == [c.id for c in CORPUS]
     changed = {c.id for c, d in zip(CORPUS, other) if fingerprint(c) != fingerprint(d)}
     assert "baseline/sigmoid/random-none" in changed and "shapes/softmax/classes-32768-none" in changed
