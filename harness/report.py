@@ -73,6 +73,107 @@ def label(framework: str, api: str) -> str:
     return f"{api} · {framework}" if framework.startswith("keras[") else api
 
 
+# --- invalid input (harness.badinput) ----------------------------------------------------------------
+INVALID_CATEGORY = "invalid"
+#: worst first: what a bad-input cell shows of its rows
+BAD_SEVERITY = ["crashed", "silent_value", "silent_nan", "rejected", "unsupported"]
+BAD_CELL = {"crashed": "CRASH", "silent_value": "VALUE", "silent_nan": "nan", "rejected": "raises", "unsupported": "·"}
+
+
+def reading_of(detail: str) -> str:
+    """The reading a silent_value row's detail names ('likely ...'), or ''."""
+    m = re.search(r"; likely (.*)$", str(detail))
+    return m.group(1) if m else ""
+
+
+def bad_input_tables(df: pd.DataFrame) -> list[dict]:
+    """The bad-input table, one per family: rows the APIs of the family, columns the invalid
+    kinds generated for it, each cell the worst behaviour over the kind's cases:
+    {"family", "kinds": [name], "rows": [{"framework", "api", "label", "cells": [cell or None]}]},
+    cell = {"status", "text", "detail", "rows", "known"}."""
+    from harness.badinput import KINDS
+
+    bad = df[df["invalid"].fillna("").astype(str) != ""] if "invalid" in df else df.iloc[:0]
+    out = []
+    for fam in [f for f in dict.fromkeys(bad.family)]:
+        g = bad[bad.family == fam]
+        kinds = [k for k in KINDS if k in set(g["invalid"])]
+        rows = []
+        for (fw, api), h in g.groupby(["framework", "api"], sort=True):
+            cells = []
+            for k in kinds:
+                sub = h[h["invalid"] == k]
+                if sub.empty:
+                    cells.append(None)
+                    continue
+                order = sub.status.map({st: i for i, st in enumerate(BAD_SEVERITY)}).fillna(len(BAD_SEVERITY))
+                w = sub.assign(_o=order).sort_values("_o", kind="stable").iloc[0]
+                text = BAD_CELL.get(w.status, w.status)
+                if w.status == "rejected":
+                    text = "raises " + str(w.detail).split(":")[0][:40]
+                cells.append({"status": w.status, "text": text, "detail": str(w.detail), "rows": len(sub),
+                              "known": bool(w.get("known", False)), "case_id": w.case_id})
+            rows.append({"framework": fw, "api": api, "label": label(fw, api), "cells": cells})
+        out.append({"family": fam, "kinds": kinds, "rows": rows})
+    return out
+
+
+def silent_values(df: pd.DataFrame) -> pd.DataFrame:
+    """Every silent_value behaviour: one row per (kind, reading), with the APIs and a repro."""
+    from harness.badinput import KINDS
+
+    sv = df[df.status == "silent_value"] if "invalid" in df else df.iloc[:0]
+    rows = []
+    for (kind, reading), g in sv.assign(_r=sv.detail.map(reading_of)).groupby(["invalid", "_r"], sort=False):
+        rows.append({"kind": kind, "judged": KINDS[kind].judged if kind in KINDS else True,
+                     "description": KINDS[kind].description if kind in KINDS else kind,
+                     "reading": reading or "none of the readings tried",
+                     "apis": sorted({label(f, a) for f, a in zip(g.framework, g.api)}), "rows": len(g),
+                     "example": g.iloc[0]})
+    order = {k: i for i, k in enumerate(KINDS)}
+    rows.sort(key=lambda r: (order.get(r["kind"], 99), r["reading"] == "none of the readings tried", -r["rows"]))
+    return rows
+
+
+def bad_input(df: pd.DataFrame) -> list[str]:
+    """The report's section on invalid input: a table per family, then every silent value."""
+    from harness.badinput import KINDS
+
+    tables = bad_input_tables(df)
+    if not tables:
+        return []
+    L = ["## Invalid input", "",
+         "What each API does with input outside the loss's domain (harness/badinput.py; case ids `invalid/<family>/<kind>-<reduction>`, "
+         "float32). Cell: the worst behaviour over the kind's cases: `raises <type>` rejected it, `nan` returned nan "
+         "(silent_nan), **`VALUE`** returned numbers (silent_value: the dangerous one), `CRASH` the worker died, `·` the "
+         "API cannot express the case (e.g. it has no such parameter). Kinds marked † are recorded, not judged: "
+         "some APIs accept them on purpose.", "",
+         "| kind | what is wrong |", "|---|---|"]
+    L += [f"| `{k.name}`{'' if k.judged else ' †'} | {md(k.description)} |" for k in KINDS.values()] + [""]
+    for t in tables:
+        L += [f"### {md(t['family'])}", "",
+              "| API | " + " | ".join(f"`{k}`{'' if KINDS[k].judged else ' †'}" for k in t["kinds"]) + " |",
+              "|---|" + "---|" * len(t["kinds"])]
+        for r in t["rows"]:
+            cells = ["" if c is None else (f"**{c['text']}**" if c["status"] == "silent_value" else md(c["text"]))
+                     for c in r["cells"]]
+            L.append(f"| `{md(r['label'])}` | " + " | ".join(cells) + " |")
+        L.append("")
+    sv = silent_values(df)
+    if sv:
+        L += ["### Silent values", "",
+              "Every silent_value found, by kind and by the reading of the input the returned values matched "
+              "(the reference evaluated on the input read that way, to 1e-3).", "",
+              "| kind | returned values match | APIs | rows | example |", "|---|---|---|---|---|"]
+        for r in sv:
+            ex = r["example"]
+            apis = ", ".join(f"`{md(a)}`" for a in r["apis"][:8]) + (f", … ({len(r['apis'])} APIs)" if len(r["apis"]) > 8 else "")
+            L.append(f"| `{r['kind']}`{'' if r['judged'] else ' †'} | {md(r['reading'])} | {apis} | {r['rows']} | "
+                     f"`{md(ex.case_id)}`: {md(str(ex.detail).split('; likely')[0].split('; matches')[0])} |")
+        L.append("")
+    return L
+
+
 def matrix(df: pd.DataFrame, by: str = "category") -> list[str]:
     """API x (`by`, dtype): the worst status and largest graded ULP error of each cell. by:
     "category" (the loss matrix) or "quantity" (the gradient matrix: every case together)."""
@@ -334,6 +435,9 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None, certificates=N
     L += ["", f"{len(failing)} failing rows: {n_known} known (cases/expectations.toml), "
               f"{len(failing) - n_known} unknown.", ""]
 
+    invalid = df[df.category == INVALID_CATEGORY]
+    df = df[df.category != INVALID_CATEGORY]  # invalid input has its own section
+    failing = failing[failing.category != INVALID_CATEGORY]
     L += ["## Compatibility matrix", "",
           "Cell: worst status over the cases of that category and dtype; the number is the largest ULP "
           "error among graded finite results. `ok` within tolerance, `ULP` out of tolerance, "
@@ -348,6 +452,8 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None, certificates=N
               "activations), ∂targets (dense targets) and ∂weights (the case's weight array). Cell: worst status over "
               "every case, largest graded ULP error; `NOGRAD` the framework returned no gradient.", ""]
         L += matrix(df, by="quantity") + [""]
+
+    L += bad_input(invalid)
 
     certificates = load_certificates() if certificates is None else certificates
     L += accuracy(df, certificates) + accuracy(df, (), "grad_logits")

@@ -281,6 +281,9 @@ def api_pages(df: pd.DataFrame, meta: dict, api_figs: dict) -> list[dict]:
             summary.append({"dtype": d, "counts": [(st, c.get(st, 0)) for st in report.SEVERITY]})
         groups = _group_rows(g, ["discrepancy", "nonfinite_mismatch", "raised", "crashed", "no_gradient"])
         unsupported = g[g.status == "unsupported"].detail.map(_first_line).value_counts().head(8)
+        bad = g[(g.category == report.INVALID_CATEGORY) & (g.status != "unsupported")]
+        bad_rows = [{"case": r.case_id, "kind": r.invalid, "status": r.status, "detail": r.detail,
+                     "known": bool(r.known)} for r in bad.itertuples()]
         pages.append({"framework": fw, "api": api, "label": report.label(fw, api), "file": slug(fw, api),
                       "family": a.get("family", g.family.iloc[0]), "version": str(g.framework_version.dropna().iloc[0])
                       if g.framework_version.notna().any() else "",
@@ -288,7 +291,7 @@ def api_pages(df: pd.DataFrame, meta: dict, api_figs: dict) -> list[dict]:
                       "fixed": a.get("fixed", {}), "composition": a.get("composition", ""),
                       "dtypes": a.get("dtypes", []), "conventions": a.get("conventions", {}),
                       "summary": summary, "statuses": report.SEVERITY, "groups": groups,
-                      "unsupported": [(m, int(n)) for m, n in unsupported.items()],
+                      "unsupported": [(m, int(n)) for m, n in unsupported.items()], "bad_input": bad_rows,
                       "figures": api_figs.get((fw, api), [])})
     return pages
 
@@ -302,7 +305,22 @@ def _env():
     return env
 
 
-NAV = [("index.html", "Matrix"), ("accuracy.html", "Accuracy"), ("errors.html", "Errors"),
+def bad_input(df: pd.DataFrame) -> dict:
+    """The invalid-input page's context (report.bad_input_tables, report.silent_values)."""
+    from harness.badinput import KINDS
+
+    tables = report.bad_input_tables(df)
+    for t in tables:
+        for r in t["rows"]:
+            r["page"] = "api/" + slug(r["framework"], r["api"])
+    silent = [{**{k: v for k, v in s.items() if k != "example"}, "case": s["example"].case_id,
+               "value": str(s["example"].detail).split("; likely")[0].split("; matches")[0],
+               "repro": str(s["example"].repro or "")[:6000]} for s in report.silent_values(df)]
+    return {"tables": tables, "silent": silent, "kinds": list(KINDS.values()),
+            "judged": {k: v.judged for k, v in KINDS.items()}}
+
+
+NAV = [("index.html", "Matrix"), ("bad-input.html", "Invalid input"), ("accuracy.html", "Accuracy"), ("errors.html", "Errors"),
        ("discrepancies.html", "Discrepancies"), ("differences.html", "By design"), ("plots.html", "Plots"),
        ("run.html", "Run")]
 
@@ -356,7 +374,8 @@ def build(run_dir: str, out_dir: str | None = None, *, known=None, certificates=
         failing = df[df.status.isin(FAILING)]
         summary = [{"status": s, "rows": int(counts.get(s, 0)), "meaning": STATUSES[s]} for s in report.SEVERITY]
         common = {"meta": meta, "title": "Cross-entropy conformance", **common_nav}
-        mx = matrix(df)
+        invalid = df[df.category == report.INVALID_CATEGORY]
+        mx = matrix(df[df.category != report.INVALID_CATEGORY])  # invalid input has its own page
         with open(os.path.join(tmp, "site.json"), "w") as f:  # what the site shows, for checks and tools
             json.dump({"date": meta.get("date"), "revision": meta.get("revision"), "versions": meta.get("versions"),
                        "rows": len(df), "status_counts": {k: int(v) for k, v in counts.items()},
@@ -365,6 +384,8 @@ def build(run_dir: str, out_dir: str | None = None, *, known=None, certificates=
         render_page(env, "index.html", os.path.join(tmp, "index.html"), "", page="index.html", matrix=mx,
                     summary=summary, n_failing=len(failing), n_known=int(failing.known.sum()),
                     frameworks=sorted(set(df.framework)), **common)
+        render_page(env, "bad_input.html", os.path.join(tmp, "bad-input.html"), "", page="bad-input.html",
+                    **bad_input(invalid), **common)
         render_page(env, "accuracy.html", os.path.join(tmp, "accuracy.html"), "", page="accuracy.html",
                     tables=[("loss", accuracy(df, certificates, "loss")),
                             ("gradient ∂inputs", accuracy(df, (), "grad_logits"))], **common)

@@ -47,6 +47,59 @@ def env(base: dict | None = None) -> dict:
     return e
 
 
+def register(monkeypatch) -> None:
+    """Register the test frameworks in this process (adapters.MODULES was read when `adapters`
+    was first imported) and for the workers it spawns (the environment)."""
+    import adapters
+
+    for k, v in env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setitem(adapters.MODULES, NAME, "faulty_adapter")
+    monkeypatch.setitem(adapters.MODULES, "missing", "faulty_adapter_missing")
+
+
+XENTC = [sys.executable, "-m", "harness"]
+
+
+def xentc(*args, extra_env: dict | None = None, timeout: float = 300, **kw):
+    """Run `xentc ARGS` in a subprocess with the test frameworks registered."""
+    import subprocess
+
+    e = env()
+    e.update(extra_env or {})
+    return subprocess.run([*XENTC, *map(str, args)], capture_output=True, text=True, env=e, timeout=timeout, **kw)
+
+
+def session_processes(sid: int) -> list[tuple[int, str, str]]:
+    """(pid, state, command line) of the live processes of session `sid` (zombies left out:
+    they run nothing and wait only to be reaped)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm)": state ppid pgrp session ...
+        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+            out.append((int(d), fields[0], cmd))
+    return out
+
+
+def wait_session_empty(sid: int, timeout: float) -> tuple[float, list]:
+    """Seconds until session `sid` has no live process (or `timeout`), and what was left."""
+    t0 = time.monotonic()
+    while True:
+        left = session_processes(sid)
+        if not left or time.monotonic() - t0 > timeout:
+            return time.monotonic() - t0, left
+        time.sleep(0.01)
+
+
 def sigmoid_loss(logits, labels):
     """max(x, 0) - x*z + log1p(exp(-|x|)) in float64, returned in the logits' dtype; the faults
     above first."""

@@ -90,3 +90,34 @@ def test_accuracy_table_keeps_certified_and_searched_figures_apart():
             "worst": {"x": -6.5, "x_bits": "0xc0d00000", "z": 0.0}, "domain": "every float32 x, z in {0, 1}"}
     t = report.accuracy_rows(df, [cert])
     assert ((t.dtype == "float32") & (t.certified_ulp == 5)).any()
+
+
+def test_invalid_input_has_its_own_table_and_silent_values_list(tmp_path):
+    """Each (API, kind) cell shows the worst behaviour of the kind's cases; invalid rows stay out of
+    the accuracy matrix; every silent value is listed with its reading; ids and messages are escaped."""
+    inv = dict(category="invalid", family="sparse_softmax", reference="invalid input", max_ulp=np.nan)
+    df = pd.DataFrame([
+        row(api="a.idx", case_id="invalid/sparse_softmax/index_eq_C-none", invalid="index_eq_C", status="rejected",
+            detail="IndexError: Target 3 is out of bounds.", **inv),
+        row(api="a.idx", case_id="invalid/sparse_softmax/index_eq_C-mean", invalid="index_eq_C", status="silent_value",
+            detail="returned 0.74; likely the row's loss 0 (an all-zero one-hot row), still counted in the mean", **inv),
+        row(api="a.idx", case_id="invalid/sparse_softmax/index_minus_1-none", invalid="index_minus_1",
+            status="silent_nan", detail="returned shape (4,): [nan, 1, 2, ...]", **inv),
+        row(api="b.<i>x|y</i>", case_id="invalid/sparse_softmax/index_eq_C-none", invalid="index_eq_C",
+            status="unsupported", detail="reduction", **inv),
+        row(api="b.<i>x|y</i>", case_id="invalid/sparse_softmax/index_minus_1-none", invalid="index_minus_1",
+            status="rejected", detail="ValueError: <bad> | input", **inv),
+        row(api="a.idx", case_id="baseline/sparse_softmax/r", family="sparse_softmax"),
+    ])
+    known = [Known(api=("a.idx",), case=("invalid/*",), status=("silent_value",), reason="one-hot", kind="by-design")]
+    text = open(report.write(df, {"versions": {}}, str(tmp_path), known=known)).read()
+    section = text[text.index("## Invalid input"):]
+    table = section[section.index("### sparse_softmax"):section.index("### Silent values")]
+    lines = [ln for ln in table.splitlines() if ln.startswith("| `")]
+    assert lines[0].split(" | ")[1:] == ["**VALUE**", "nan |"]  # worst of rejected and silent_value; the nan
+    assert lines[1].split(" | ")[1:] == ["·", "raises ValueError |"]
+    assert "<i>" not in table and "&lt;i&gt;" in table and "x\\|y" in table
+    silent = section[section.index("### Silent values"):]
+    assert "still counted in the mean" in silent and "`invalid/sparse_softmax/index_eq_C-mean`" in silent
+    matrix = text[text.index("## Compatibility matrix"):text.index("## Invalid input")]
+    assert "invalid" not in matrix.split("\n")[4]  # the matrix header has no invalid column
