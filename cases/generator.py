@@ -709,22 +709,33 @@ def _break(kind: str, F: str, x, t, p, r) -> list[tuple[str, np.ndarray, np.ndar
     raise ValueError(f"no generator for invalid kind {kind!r}")  # pragma: no cover
 
 
+#: a second copy of each invalid case with the parameter some APIs always apply (Keras' class-balanced
+#: focal losses require alpha; optax's poly_loss_cross_entropy requires its epsilon), so that every
+#: API meets the invalid kinds
+INVALID_VARIANTS = {"sigmoid_focal": (("alpha", {"alpha": 0.25}),), "binary_focal": (("alpha", {"alpha": 0.25}),),
+                    "softmax": (("poly", {"poly_epsilon": 2.0}),)}
+
+
 def invalid_cases(seed: int) -> list[Case]:
     """One case per (family, invalid kind, weight parameter) of harness.badinput.KINDS, each a
     small valid case broken in one way, unreduced and with a mean; float32 only (what an API
-    does with bad input does not depend on the float format). Ids: invalid/<family>/<kind>[-param]-<reduction>."""
+    does with bad input does not depend on the float format), and again with the parameter some
+    APIs require (INVALID_VARIANTS). Ids: invalid/<family>/<kind>[-weight param][-variant]-<reduction>."""
     from harness.badinput import KINDS, violations
 
     out: list[Case] = []
     for kind in KINDS.values():
         for F in kind.families:
-            base = _valid_base(F, _rng(seed, f"{INVALID}/{F}"))
-            for suffix, x, t, p in _break(kind.name, F, *base, _rng(seed, f"{INVALID}/{F}/{kind.name}")):
-                for red in ("none", "mean"):
-                    c = Case(f"{INVALID}/{F}/{kind.name}{suffix}-{red}", F, np.asarray(x, np.float64), np.asarray(t),
-                             {**p, "reduction": red}, INVALID_DTYPES, None, kind.name)
-                    assert kind.name in violations(F, *c.in_dtype("float32")), c.id
-                    out.append(c)
+            x0, t0, p0 = _valid_base(F, _rng(seed, f"{INVALID}/{F}"))
+            variants = [("", {})] + [(f"-{name}", extra) for name, extra in INVALID_VARIANTS.get(F, ())]
+            for vname, extra in variants:
+                broken = _break(kind.name, F, x0, t0, {**p0, **extra}, _rng(seed, f"{INVALID}/{F}/{kind.name}"))
+                for suffix, x, t, p in broken:
+                    for red in ("none", "mean"):
+                        c = Case(f"{INVALID}/{F}/{kind.name}{suffix}{vname}-{red}", F, np.asarray(x, np.float64),
+                                 np.asarray(t), {**p, "reduction": red}, INVALID_DTYPES, None, kind.name)
+                        assert kind.name in violations(F, *c.in_dtype("float32")), c.id
+                        out.append(c)
     return out
 
 
