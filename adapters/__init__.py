@@ -48,6 +48,8 @@ def _extra_modules(spec: str) -> dict[str, str]:
         name, sep, module = item.partition("=")
         if not sep or not name.strip() or not module.strip():
             raise AdapterConfigError(f"{ENV_EXTRA}: expected name=module, got {item!r}")
+        if name.strip() in MODULES:
+            raise AdapterConfigError(f"{ENV_EXTRA}: {name.strip()!r} is a built-in framework; give the adapter another name")
         out[name.strip()] = module.strip()
     return out
 
@@ -106,15 +108,21 @@ class Adapter:
 
 def load(framework: str) -> Adapter:
     """The adapter of `framework` (no framework import happens here)."""
+    if framework not in MODULES:
+        raise ValueError(f"unknown framework {framework!r} (known: {', '.join(MODULES)})")
     try:
         mod = importlib.import_module(MODULES[framework])
-    except KeyError:
-        raise ValueError(f"unknown framework {framework!r} (known: {', '.join(MODULES)})") from None
+    except Exception as e:  # noqa: BLE001 - an out-of-tree module that is missing or broken
+        raise AdapterConfigError(f"framework {framework!r}: cannot import its adapter module {MODULES[framework]!r} "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not (hasattr(mod, "FRAMEWORKS") or hasattr(mod, "FRAMEWORK")) or not hasattr(mod, "APIS"):
+        raise AdapterConfigError(f"framework {framework!r}: {MODULES[framework]!r} is not an adapter module "
+                                 "(it defines no FRAMEWORK and APIS)")
     fws = getattr(mod, "FRAMEWORKS", None) or {mod.FRAMEWORK.name: mod.FRAMEWORK}
     generic = getattr(mod, "GENERIC_NAME", framework)
     bad = [a.id for a in mod.APIS if a.framework not in (framework, generic)]
     if bad:
-        raise ValueError(f"{MODULES[framework]}: entries not marked framework={generic!r}: {bad}")
+        raise AdapterConfigError(f"{MODULES[framework]}: entries not marked framework={generic!r}: {bad}")
     apis = [a if a.framework == framework else dataclasses.replace(a, framework=framework) for a in mod.APIS]
     return Adapter(fws[framework], apis)
 

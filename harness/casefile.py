@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from .dtypes import format_number, parse_number, to_dtype
 from .spec import ARRAY_PARAMS, DTYPES, FAMILIES, INT_PARAMS, PARAM_KINDS, REDUCTIONS, SCALAR_PARAMS, category_of
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
+#: numpy's broadcasting handles at most 32 dimensions (ndarray itself 64)
+MAX_NDIM = 32
 CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes", "provenance", "invalid"}
 
 
@@ -97,6 +100,8 @@ def _array(value: Any, where: str, *, integer: bool = False) -> np.ndarray:
     probe = value
     while isinstance(probe, list):
         shape.append(len(probe))
+        if len(shape) > MAX_NDIM:
+            raise CaseFileError(f"{where}: nested more than {MAX_NDIM} deep (at most {MAX_NDIM} dimensions)")
         probe = probe[0] if probe else None
     if not shape and not integer and not isinstance(value, (int, float, str, BareConstant)):
         raise CaseFileError(f"{where}: expected a number or nested list of numbers, got {type(value).__name__}")
@@ -140,6 +145,8 @@ def _shaped_array(value: dict, where: str, *, integer: bool) -> np.ndarray:
     shape, values = value["shape"], value["values"]
     if not isinstance(shape, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
         raise CaseFileError(f"{where}: 'shape' must be a list of non-negative integers")
+    if len(shape) > MAX_NDIM:
+        raise CaseFileError(f"{where}: 'shape' has {len(shape)} dimensions (at most {MAX_NDIM})")
     if not isinstance(values, list) or any(isinstance(v, list) for v in values):
         raise CaseFileError(f"{where}: 'values' must be a flat list of numbers")
     n = 1
@@ -156,12 +163,16 @@ def parse_case(obj: Any, where: str) -> Case:
     cid = obj.get("id")
     if not isinstance(cid, str) or not cid.strip():
         raise CaseFileError(f"{where}: field 'id' must be a non-empty string")
+    try:
+        cid.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CaseFileError(f"{where}: field 'id' {cid!r} is not valid Unicode (a lone surrogate)") from None
     w = f"{where} (case {cid!r})"
     unknown = set(obj) - CASE_KEYS
     if unknown:
         raise CaseFileError(f"{w}: unknown field(s) {', '.join(sorted(map(repr, unknown)))}")
     fam_name = obj.get("family")
-    if fam_name not in FAMILIES:
+    if not isinstance(fam_name, str) or fam_name not in FAMILIES:
         raise CaseFileError(f"{w}: field 'family' must be one of {', '.join(FAMILIES)}, got {fam_name!r}")
     fam = FAMILIES[fam_name]
     declared = obj.get("invalid")
@@ -343,14 +354,22 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
     """Read and validate a case file. Raises CaseFileError with a one-line message."""
     p = os.fspath(path)
     try:
-        size = os.path.getsize(p)
+        st = os.stat(p)
     except OSError as e:
         raise CaseFileError(f"{p}: cannot read ({e.strerror})") from None
-    if size > MAX_FILE_BYTES:
-        raise CaseFileError(f"{p}: file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
+    if not stat.S_ISREG(st.st_mode):  # a directory, a FIFO, /dev/zero: never read
+        raise CaseFileError(f"{p}: not a regular file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise CaseFileError(f"{p}: file is {st.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit")
     try:
         with open(p, "rb") as f:
-            doc = json.loads(f.read().decode("utf-8"), parse_constant=_reject_constant)
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise CaseFileError(f"{p}: cannot read ({e.strerror})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise CaseFileError(f"{p}: file is over the {MAX_FILE_BYTES}-byte limit")
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise CaseFileError(f"{p}: not UTF-8 text") from None
     except json.JSONDecodeError as e:
@@ -359,6 +378,8 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
         raise CaseFileError(f"{p}: {e}") from None
     except RecursionError:
         raise CaseFileError(f"{p}: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. an integer over Python's 4300-digit limit
+        raise CaseFileError(f"{p}: invalid JSON: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return parse_cases(doc, p)
 
 

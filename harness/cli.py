@@ -15,6 +15,14 @@ class UsageError(Exception):
     """Bad input to the harness: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (an option's value, an unknown option) as one line too."""
+
+    def error(self, message: str):
+        print(f"xentc: error: {message} (`{self.prog} --help` lists the options)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def _csv(value: str, known, what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in known]
@@ -43,13 +51,14 @@ def cmd_run(args) -> int:
 
     if args.frameworks == "all":
         frameworks = list(adapters.DEFAULT_FRAMEWORKS)
-    elif args.frameworks:
+    elif args.frameworks is not None:  # an empty list is an error, never "all"
         frameworks = _csv(args.frameworks, list(adapters.MODULES), "framework")
     else:
         frameworks = list(adapters.DEFAULT_FRAMEWORKS)
-    dtypes = _csv(args.dtypes, DTYPES, "dtype") if args.dtypes else list(DTYPES)
+    dtypes = _csv(args.dtypes, DTYPES, "dtype") if args.dtypes is not None else list(DTYPES)
+    adapters.all_apis(frameworks)  # a broken out-of-tree adapter fails here, before any output
     apis = None
-    if args.apis:
+    if args.apis is not None:
         apis = [a for pat in args.apis.split(",") if pat.strip() for a in adapters.select(pat.strip(), frameworks=frameworks)]
         apis = list({(a.framework, a.id): a for a in apis}.values())
         if not apis:
@@ -122,7 +131,7 @@ def runner_timeout() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="xentc", description="Cross-entropy conformance harness")
+    p = _Parser(prog="xentc", description="Cross-entropy conformance harness")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the cases on every API and write results and a report")
     r.add_argument("--frameworks", help="comma-separated subset of torch, tensorflow, jax, keras[tensorflow], "

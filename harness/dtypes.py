@@ -102,8 +102,14 @@ def parse_number(v) -> float:
     """A case-file number: a JSON number, "inf", "-inf", "nan", "-0.0" or a hex float "0x1p-149"."""
     if isinstance(v, bool):
         raise ValueError(f"expected a number, got {v!r}")
+    if isinstance(v, float) and math.isinf(v):  # JSON has no infinity: a literal like 1e400 overflowed
+        raise ValueError('a number beyond float64\'s range (JSON has no infinity); write "inf" or "-inf"')
     if isinstance(v, (int, float)):
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:
+            raise ValueError(f"the integer of {len(str(abs(v)))} digits is beyond float64's range; "
+                             'write "inf" for infinity') from None
     if isinstance(v, str):
         s = v.strip().lower()
         if s in _SPECIAL:
@@ -113,6 +119,8 @@ def parse_number(v) -> float:
                 return float.fromhex(s)
             except ValueError:
                 pass
+            except OverflowError:
+                raise ValueError(f"hex float {v!r} is beyond float64's range") from None
         raise ValueError(f"expected a number or one of inf, -inf, nan, -0.0, a hex float; got {v!r}")
     raise ValueError(f"expected a number, got {type(v).__name__}")
 

@@ -36,7 +36,7 @@ INLINE_REPRO_MAX = 1500
 def md(text) -> str:
     """Escape a value for a Markdown table cell / text (HTML-escaped, pipes and backticks neutralised)."""
     s = html.escape(str(text), quote=False)
-    return s.replace("|", "\\|").replace("`", "&#96;").replace("\n", " ")
+    return s.replace("|", "\\|").replace("`", "&#96;").replace("\r", " ").replace("\n", " ")
 
 
 def as_float(v) -> float:

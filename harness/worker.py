@@ -25,7 +25,13 @@ def _die_with_parent() -> None:
 
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
-            pass
+            return
+        # the runner may have died before the prctl: then no signal will ever come
+        import multiprocessing
+
+        parent = multiprocessing.parent_process()
+        if parent is not None and os.getppid() != parent.pid:
+            os._exit(1)
 
 
 def main(conn, framework: str, log_path: str | None = None) -> None:

@@ -4,10 +4,11 @@ tests crash, hang and slow down a worker on purpose (tests/test_faults.py, tests
 
 Registered through the out-of-tree adapter variable (adapters.ENV_EXTRA):
 
-    XENTC_ADAPTERS="faulty=faulty_adapter,missing=faulty_adapter_missing"
+    XENTC_ADAPTERS="faulty=faulty_adapter,missing=faulty_adapter_missing,..."  (ENV below)
 
 with this directory on PYTHONPATH (the workers are spawned: they import it by name).
-`missing` (tests/faulty_adapter_missing.py) is a framework that is not installed.
+tests/faulty_adapter_missing.py holds the frameworks whose setup fails: `missing` (not
+installed), `broken` (aborts) and `stuck` (hangs).
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from harness.spec import Api
 
 NAME = "faulty"
 HERE = os.path.dirname(os.path.abspath(__file__))
-#: the environment that registers the two test frameworks (merge it into os.environ / a subprocess env)
-ENV = {"XENTC_ADAPTERS": "faulty=faulty_adapter,missing=faulty_adapter_missing"}
+#: the environment that registers the test frameworks (merge it into os.environ / a subprocess env)
+SETUP_FAULTS = ("missing", "broken", "stuck")  # tests/faulty_adapter_missing.py
+ENV = {"XENTC_ADAPTERS": ",".join([f"{NAME}=faulty_adapter"] + [f"{n}=faulty_adapter_missing" for n in SETUP_FAULTS])}
 
 #: logit values that trigger a fault (all exact in float32 and float64)
 ABORT = 1234.5  # os.abort(): the worker dies of SIGABRT
@@ -31,8 +33,10 @@ SEGFAULT = 2345.5  # a read of address 0: SIGSEGV
 HANG = 3456.5  # sleeps for an hour: the call times out
 RAISE = 4567.5  # raises RuntimeError: a `raised` row
 SLOW = 5678.5  # sleeps SLOW_S, then computes normally
+EXIT = 6789.5  # os._exit(3): the worker exits (no signal) in the middle of a call
+KILLED = 7890.5  # SIGKILL to itself, as the kernel's OOM killer would send
 SLOW_S = 0.05
-MAGIC = (ABORT, SEGFAULT, HANG, RAISE, SLOW)
+MAGIC = (ABORT, SEGFAULT, HANG, RAISE, SLOW, EXIT, KILLED)
 
 
 def env(base: dict | None = None) -> dict:
@@ -55,7 +59,8 @@ def register(monkeypatch) -> None:
     for k, v in env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.setitem(adapters.MODULES, NAME, "faulty_adapter")
-    monkeypatch.setitem(adapters.MODULES, "missing", "faulty_adapter_missing")
+    for n in SETUP_FAULTS:
+        monkeypatch.setitem(adapters.MODULES, n, "faulty_adapter_missing")
 
 
 XENTC = [sys.executable, "-m", "harness"]
@@ -115,6 +120,12 @@ def sigmoid_loss(logits, labels):
         time.sleep(3600)
     if np.any(x == RAISE):
         raise RuntimeError("injected fault: logit 4567.5")
+    if np.any(x == EXIT):
+        os._exit(3)
+    if np.any(x == KILLED):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
     if np.any(x == SLOW):
         time.sleep(SLOW_S)
     xf = x.astype(np.float64)

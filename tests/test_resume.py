@@ -30,8 +30,9 @@ KILL_SEED = 20240611
 RUN_ARGS = ["--frameworks", "torch,faulty", "--dtypes", "float32,float64", "-q"]
 #: run.json keys that differ between two runs of the same plan
 VOLATILE_META = {"date", "elapsed_s"}
-#: the first files `xentc run` writes once the last call is in (harness.results.save)
-WRITES = ("results.parquet.tmp", "results.parquet")
+#: what `xentc run` writes once the last call is in, in order (harness.results, harness.report),
+#: all of it before it removes the journal
+WRITES = ("results.parquet.tmp", "results.parquet", "results.csv", "run.json", "repro")
 
 
 def resume_case_doc(n: int = 150, seed: int = 7) -> dict:
@@ -101,7 +102,10 @@ def assert_same_run(out, base) -> None:
     repro = {p: (out / "repro" / p).read_bytes() for p in sorted(os.listdir(out / "repro"))}
     assert repro == {p: (base / "repro" / p).read_bytes() for p in sorted(os.listdir(base / "repro"))}
     m1, m2 = (json.loads((d / "run.json").read_text()) for d in (out, base))
-    assert {k: v for k, v in m1.items() if k not in VOLATILE_META} == {k: v for k, v in m2.items() if k not in VOLATILE_META}
+    for m in (m1, m2):
+        for k in VOLATILE_META:
+            m.pop(k)
+    assert m1 == m2
 
 
 # --- SIGKILL at random points, then --resume ---------------------------------------------------------
@@ -148,11 +152,11 @@ def test_resume_after_sigkill_at_random_points(tmp_path, monkeypatch):
                           else n_calls)
                 while p.poll() is None and tail() < target:
                     time.sleep(0.005)
-                if where == "final":  # every call is in: wait for the outputs to be written, kill amid them
-                    while p.poll() is None and not any((out / f).exists() for f in WRITES):
+                if where == "final":  # every call is in: kill amid the writing of the outputs
+                    later = WRITES[rng.randrange(len(WRITES)):]
+                    while p.poll() is None and not any((out / f).exists() for f in later):
                         time.sleep(0.002)
-                    time.sleep(rng.uniform(0.0, 0.5))
-            state = {"journal": jpath.exists(), "results": any((out / f).exists() for f in WRITES)}
+            state = {"journal": jpath.exists(), "writes": [f for f in WRITES if (out / f).exists()]}
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
             rc = p.wait(60)
@@ -174,7 +178,7 @@ def test_resume_after_sigkill_at_random_points(tmp_path, monkeypatch):
     assert not log[0]["journal"], "the first kill was meant to land before the journal exists"
     assert any(0 < e["journaled_after"] < n_calls for e in log), "no kill landed in the middle of the calls"
     assert log[-1]["journaled_after"] == n_calls  # the last kill came after every call was journaled,
-    assert log[-1]["results"]  # while the outputs were being written
+    assert log[-1]["writes"] and not any(e["writes"] for e in log[:-1])  # while the outputs were being written
 
     r = fa.xentc(*args, "--out", out, "--resume")
     assert r.returncode == 0, r.stderr
@@ -184,7 +188,7 @@ def test_resume_after_sigkill_at_random_points(tmp_path, monkeypatch):
 
 
 @pytest.mark.xdist_group("faults")
-def test_worker_dies_with_runner_killed_while_it_starts(tmp_path, monkeypatch):
+def test_worker_dies_with_runner_killed_while_it_starts(tmp_path):
     """A worker arms PR_SET_PDEATHSIG when it starts; a runner SIGKILLed before that (the first
     ~0.1 s of the worker's life) must not leave it running: here torch's worker would otherwise
     import torch for a second or more and live until it finds the pipe broken."""
@@ -444,7 +448,8 @@ def _corpus_subset(seed: int):
 
 @pytest.mark.xdist_group("faults")
 def test_same_seed_same_rows(tmp_path):
-    """Two runs of the same seed and selection on real frameworks: identical rows, except `seconds`;
+    """Two runs of the same seed and selection on real frameworks (torch; jax on fewer cases, as it
+    compiles each new shape): identical rows, except `seconds`;
     identical results.csv bytes once `seconds` is dropped. Each run builds the corpus anew."""
     from harness.casefile import dump_cases
 
@@ -452,15 +457,15 @@ def test_same_seed_same_rows(tmp_path):
     for i in range(2):
         cases = _corpus_subset(0)
         t0 = time.monotonic()
-        a, va = runner.run(cases, ["torch", "tensorflow"], ["float32"])
-        b, vb = runner.run(cases[::10], ["jax"], ["float32"])  # jax compiles per shape: fewer cases
+        a, va = runner.run(cases, ["torch"], ["float32", "float64"])
+        b, vb = runner.run(cases[::15], ["jax"], ["float32"])  # jax compiles per shape: fewer cases
         runs.append((dump_cases(cases), pd.concat([a, b], ignore_index=True), {**va, **vb},
                      time.monotonic() - t0))
     (c1, d1, v1, s1), (c2, d2, v2, s2) = runs
     print(f"\ndeterminism: {len(d1)} rows per run ({(d1.status != 'unsupported').sum()} computed), "
           f"{s1:.1f} s and {s2:.1f} s")
-    assert c1 == c2 and v1 == v2 and set(v1) == {"torch", "tensorflow", "jax"}
-    assert (d1.status != "unsupported").sum() > 1000 and d1.framework.nunique() == 3
+    assert c1 == c2 and v1 == v2 and set(v1) == {"torch", "jax"}
+    assert (d1.status != "unsupported").sum() > 1000 and d1.framework.nunique() == 2
     assert d1.status.isin(["match"]).any() and d1.status.isin(["discrepancy", "nonfinite_mismatch"]).any()
     assert not (d1.status == "crashed").any()
     pd.testing.assert_frame_equal(d1.drop(columns="seconds"), d2.drop(columns="seconds"), check_exact=True)
