@@ -155,7 +155,8 @@ def _snippet(fw, task: Task, idx, data, quantity: str = "loss") -> str:
 
 
 def _first(ref) -> float:
-    """The reference's first element as a float64 (inf beyond its range), nan when empty."""
+    """The first element of an array (a reference, or what an API returned) as a float64 (inf
+    beyond its range), nan when empty."""
     with np.errstate(over="ignore"):
         return float(np.asarray(ref, np.float64).ravel()[0]) if np.size(ref) else np.nan
 
@@ -363,10 +364,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             p = {**task.api.defaults, **p}  # what the API applied (adapters.call_plan)
             meaning = badinput.reading(task.case.invalid, task.case.family, x, t, p, out, conv)
             detail += f"; likely {meaning}" if meaning else "; matches none of the readings tried"
-        with np.errstate(all="ignore"):
-            first = float(np.asarray(out, np.float64).ravel()[0]) if out.size and out.dtype.kind in "fiub" else np.nan
         finish(task, "loss", status=status, detail=detail, seconds=seconds, reference="invalid input",
-               actual=first, n_elements=int(out.size), actual_dtype=out.dtype.name,
+               actual=_first(out) if out.dtype.kind in "fiub" else np.nan, n_elements=int(out.size), actual_dtype=out.dtype.name,
                worst_input=badinput.KINDS[task.case.invalid].description,
                repro=_snippet(fws[task.api.framework], task, None, data))
 
