@@ -74,6 +74,13 @@ class Framework:
                none (Keras' numpy backend): its gradient rows are then `unsupported`.
     repro_vjp: the snippet template of the same (adapters.autodiff.*_REPRO); repro_imports
                must import what it uses.
+    compile:   the framework's compiler (jax.jit), or None: then each call is compiled once per
+               (API, static arguments, array shapes) and reused, the loss and its gradients in one
+               compiled function, as a training step runs them; repro snippets do the same
+               (harness.repro). Without it every call runs eagerly.
+    batch_rows: cases of one API with the same row shape, dtype and scalar parameters run as one
+               call on their rows stacked (and padded to a power-of-two bucket, so a compiler sees
+               few shapes), where each output row depends on its input row only (batch_key).
     """
 
     name: str
@@ -88,6 +95,8 @@ class Framework:
     env: Mapping[str, str] = field(default_factory=dict)
     vjp: Callable[[Callable[[dict], Any], Mapping[str, Any]], dict[str, Any]] | None = None
     repro_vjp: str = ""
+    compile: Callable[[Callable], Callable] | None = None
+    batch_rows: bool = False
 
     def resolve(self, qualname: str) -> Callable[..., Any]:
         """The callable a public qualified name denotes ("tf.nn.x" -> tensorflow.nn.x)."""
@@ -211,13 +220,155 @@ def gradient_args(api: Api, params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _first_line(e: BaseException) -> str:
+    msg = str(e).strip()
+    return f"{type(e).__name__}: {(msg.splitlines()[0] if msg else '')[:300]}"
+
+
+def _forward(fw: Framework, api: Api, params: Mapping[str, Any], fixed: Mapping[str, Any]):
+    """forward(arrays) -> the API's output, from {keyword: native array}; `fixed` holds the
+    non-array keyword arguments."""
+    tt = target_transform(api, params)
+    fn = fw.resolve(api.name)
+
+    def forward(arrays: Mapping[str, Any]):
+        k = {**fixed, **arrays}
+        if api.prepare is not None:
+            pname, pkw = api.prepare
+            k[api.inputs] = fw.resolve(pname)(k[api.inputs], **pkw)
+        if tt is not None:
+            k[api.targets] = fw.resolve(tt[0])(k[api.targets], **tt[1])
+        init, rest = split_init(api, k)
+        return fn(**rest) if init is None else fn(**init)(**rest)
+
+    return forward
+
+
+#: compiled functions of this worker: (framework, API, quantities, static arguments) -> function
+_COMPILED: dict[tuple, Callable] = {}
+
+
+def _compiled(fw: Framework, api: Api, params: Mapping[str, Any], fixed: Mapping[str, Any],
+              quantities: tuple[str, ...]) -> Callable:
+    """The framework-compiled function of {keyword: array} -> {quantity: output}; cached, so that
+    the compiler sees each (API, static arguments) once and each array shape once (its own cache)."""
+    key = (fw.name, api.id, quantities, repr(sorted(fixed.items())), repr(target_transform(api, params)))
+    if key not in _COMPILED:
+        forward = _forward(fw, api, params, fixed)
+        args = gradient_args(api, params)
+
+        def compute(arrays):
+            out = {}
+            if "loss" in quantities:
+                out["loss"] = forward(arrays)
+            for q in quantities:
+                if q != "loss":
+                    out[q] = fw.vjp(lambda over: forward({**arrays, **over}), {args[q]: arrays[args[q]]})[args[q]]
+            return out
+
+        _COMPILED[key] = fw.compile(compute)
+    return _COMPILED[key]
+
+
 def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any],
-         quantities: tuple[str, ...] = ("loss",)) -> dict[str, tuple[str, Any]]:
+         quantities: tuple[str, ...] = ("loss",), compiled: bool = True) -> dict[str, tuple[str, Any]]:
     """Call `api` through framework `fw` (already set up): {quantity: (kind, payload)} with kind
     "ok" (a numpy array), "none" (the framework returned no gradient) or "raised" (the first
-    line of the exception). The loss is one call; each gradient is its own forward and backward
-    pass, so one that raises (a derivative not implemented) loses no other. An exception in
-    the loss itself propagates (every quantity of the call failed)."""
+    line of the exception). An exception in the loss itself propagates (every quantity of the
+    call failed). Eagerly, the loss is one call and each gradient its own forward and backward
+    pass, so one that raises (a derivative not implemented) loses no other. With the framework's
+    compiler (compiled, and fw.compile), the loss and gradients are one compiled function; when
+    it raises, each quantity is compiled on its own, so again a failing one loses no other."""
+    if compiled and fw.compile is not None:
+        kwargs = call_plan(api, x, t, params)
+        arrays = {k: fw.to_native(v) for k, v in kwargs.items() if isinstance(v, np.ndarray)}
+        fixed = {k: v for k, v in kwargs.items() if not isinstance(v, np.ndarray)}
+        if not any(isinstance(v, tuple) for v in fixed.values()):
+            try:
+                res = _compiled(fw, api, params, fixed, tuple(quantities))(arrays)
+                return {q: ("ok", fw.to_numpy(v)) for q, v in res.items()}
+            except Exception:  # noqa: BLE001 - which quantity failed: each on its own below
+                if len(quantities) == 1:
+                    raise
+            out = {}
+            if "loss" in quantities:  # raises when the loss fails
+                out["loss"] = ("ok", fw.to_numpy(_compiled(fw, api, params, fixed, ("loss",))(arrays)["loss"]))
+            for q in quantities:
+                if q != "loss":
+                    try:
+                        out[q] = ("ok", fw.to_numpy(_compiled(fw, api, params, fixed, (q,))(arrays)[q]))
+                    except Exception as e:  # noqa: BLE001 - a backward that raises is that row's result
+                        out[q] = ("raised", _first_line(e))
+            return {q: out[q] for q in quantities}
+    return _call_eager(fw, api, x, t, params, quantities)
+
+
+def batch_key(api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any], quantities: tuple[str, ...],
+              invalid: str | None = None) -> tuple | None:
+    """What cases must share to run as one call on their stacked rows, or None when this one runs
+    alone. Batched: a valid case of 2-D inputs (rows x classes, class axis last) with at least one
+    row, unreduced, whose parameters are all scalars (a weight array may be per row or shared:
+    it runs alone), with no gradient of a weight (shared by the rows). Each output row then
+    depends on its own input row only, for every family but the sampled ones; in an elementwise
+    family each output element depends on its own input element only, so its cases are stacked
+    as one column of elements ("flat"), whatever their number of columns."""
+    from harness.spec import FAMILIES, SAMPLED_FAMILIES
+
+    if (invalid or api.family in SAMPLED_FAMILIES or np.ndim(x) != 2 or x.shape[0] == 0
+            or params.get("reduction", "none") != "none" or "axis" in params or "grad_weights" in quantities
+            or any(isinstance(v, np.ndarray) and v.ndim > 0 for v in params.values())):
+        return None
+    scalars = tuple(sorted((k, repr(v.item() if isinstance(v, np.ndarray) else v))
+                           for k, v in params.items() if k != "reduction"))
+    flat = not FAMILIES[api.family].rowwise and np.shape(t) == np.shape(x)
+    rows = ("flat",) if flat else (x.shape[1:], np.shape(t)[1:])
+    return (api.id, *rows, scalars, tuple(quantities))
+
+
+def _bucket(n: int) -> int:
+    """Rows padded to the next power of two (at least 8): few shapes, at most twice the work."""
+    return max(8, 1 << (n - 1).bit_length())
+
+
+def call_batch(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray, Mapping[str, Any]]],
+               quantities: tuple[str, ...] = ("loss",)) -> list[tuple[str, Any]]:
+    """Cases of one batch_key as one call: their rows stacked (an elementwise family's elements as
+    one column), padded to _bucket rows with copies of the last row, then each case's rows cut
+    out of every output. One case alone is padded too, so that the cases of one API and row
+    shape share the compiled function of a few bucket shapes. Returns, per case,
+    ("ok", {quantity: (kind, payload)}) or ("raised", message). When the stacked call raises,
+    or returns outputs that are not one row per input row, each case is called on its own."""
+    from harness.spec import FAMILIES
+
+    flat = not FAMILIES[api.family].rowwise and all(np.shape(t) == np.shape(x) for x, t, _ in items)
+    xs = [x.reshape(-1, 1) if flat else x for x, _, _ in items]
+    ts = [t.reshape(-1, 1) if flat else t for _, t, _ in items]
+    rows = [len(x) for x in xs]
+    n = sum(rows)
+    pad = _bucket(n) - n
+    x = np.concatenate([*xs, np.repeat(xs[-1][-1:], pad, axis=0)])
+    t = np.concatenate([*ts, np.repeat(ts[-1][-1:], pad, axis=0)])
+    try:
+        out = call(fw, api, x, t, items[0][2], quantities)
+    except Exception:  # noqa: BLE001 - one of the cases raises: find which, one at a time
+        out = None
+    if out is not None and all(k == "ok" and np.ndim(v) >= 1 and np.shape(v)[0] == n + pad
+                               and (not flat or np.shape(v) == (n + pad, 1)) for k, v in out.values()):
+        edges = np.cumsum([0, *rows])
+        return [("ok", {q: ("ok", v[a:b].reshape(np.shape(it[0])) if flat else v[a:b]) for q, (_, v) in out.items()})
+                for a, b, it in zip(edges, edges[1:], items)]
+    res = []
+    for x, t, p in items:
+        try:
+            res.append(("ok", call(fw, api, x, t, p, quantities)))
+        except Exception as e:  # noqa: BLE001 - any framework error becomes a row
+            res.append(("raised", _first_line(e)))
+    return res
+
+
+def _call_eager(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any],
+                quantities: tuple[str, ...] = ("loss",)) -> dict[str, tuple[str, Any]]:
+    """call, op by op: the loss in one call, each gradient its own forward and backward pass."""
     kwargs = call_plan(api, x, t, params)
 
     def native(v):
@@ -228,19 +379,7 @@ def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[
         return v
 
     kw = {k: native(v) for k, v in kwargs.items()}
-    tt = target_transform(api, params)
-    fn = fw.resolve(api.name)
-
-    def forward(over: Mapping[str, Any]):
-        k = {**kw, **over}
-        if api.prepare is not None:
-            pname, pkw = api.prepare
-            k[api.inputs] = fw.resolve(pname)(k[api.inputs], **pkw)
-        if tt is not None:
-            k[api.targets] = fw.resolve(tt[0])(k[api.targets], **tt[1])
-        init, rest = split_init(api, k)
-        return fn(**rest) if init is None else fn(**init)(**rest)
-
+    forward = _forward(fw, api, params, kw)
     out: dict[str, tuple[str, Any]] = {}
     if "loss" in quantities:
         out["loss"] = ("ok", fw.to_numpy(forward({})))
@@ -253,6 +392,5 @@ def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[
             g = fw.vjp(forward, {arg: kw[arg]})[arg]
             out[q] = ("none", "") if g is None else ("ok", fw.to_numpy(g))
         except Exception as e:  # noqa: BLE001 - a backward that raises is that row's result
-            msg = str(e).strip()
-            out[q] = ("raised", f"{type(e).__name__}: {(msg.splitlines()[0] if msg else '')[:300]}")
+            out[q] = ("raised", _first_line(e))
     return out

@@ -7,6 +7,7 @@ softmax_cross_entropy(_with_integer_labels) and poly_loss_cross_entropy take `ax
 """
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import numpy as np
@@ -26,6 +27,25 @@ def _setup():
     import optax  # noqa: F401  (resolved by qualified name)
 
     return jax
+
+
+def _cache_env() -> dict[str, str]:
+    """JAX's persistent compilation cache (every compiled function, however quick to compile),
+    so that a second run on this machine compiles nothing: XENTC_CACHE_DIR, default
+    $XDG_CACHE_HOME/xentc (~/.cache/xentc); XENTC_CACHE_DIR=off disables it. JAX keys its entries
+    by the program, the jax/jaxlib version and the compiler options."""
+    root = os.environ.get("XENTC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "xentc")
+    if root == "off":
+        return {}
+    return {"JAX_COMPILATION_CACHE_DIR": os.path.join(root, "jax"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def _jit(fn):
+    import jax
+
+    return jax.jit(fn)
 
 
 def _to_native(a: np.ndarray):
@@ -50,9 +70,13 @@ FRAMEWORK = Framework(
     repro_array="jnp.asarray({values}, dtype=jnp.{dtype})",
     repro_value="np.asarray({expr}, dtype=np.float64).tolist()",
     env={"JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1",
-         "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"},
+         "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1", **_cache_env()},
     vjp=jax_vjp,
     repro_vjp=JAX_REPRO,
+    # as a training step runs them: under jax.jit, compiled once per shape; rows of cases stacked
+    # into power-of-two buckets, so that the compiler sees few shapes (adapters.call_batch)
+    compile=_jit,
+    batch_rows=True,
 )
 
 AXIS_WHERE = {"axis": "axis", "where": "where"}

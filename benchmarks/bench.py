@@ -1,23 +1,31 @@
-"""Harness against a direct loop, on the same cases (M7's benchmark; a first version).
+"""Harness against a direct loop, on the same cases (M7's benchmark).
 
     .venv/bin/python benchmarks/bench.py [--frameworks torch,tensorflow,jax] [--dtypes float32] [--limit N]
 
 For each framework, on the default corpus (cases/generator.build_corpus(0)) restricted to the
-dtypes given, the loss and its gradients as `xentc run` computes them:
-  harness  `harness.runner.run` (worker process, reference, grading, repro), wall time minus the
-           worker's start-up (imports), which is measured on its own and reported beside it;
+dtypes given, the loss and its gradients as `xentc run` computes them (planned calls,
+harness.runner.plan):
   direct   one process that sets the framework up, then calls each planned (case, API, dtype)
-           once through `adapters.call` in a plain loop: conversion, the call, back to numpy.
-Prints calls/second of each, the ratio harness/direct, and the peak resident memory of the
-parent and of the largest worker. Timings are wall-clock on this machine; run nothing else.
+           once in a plain loop, as a user would: `adapters.call(..., compiled=False)`
+           (conversion, the eager call and backward passes, back to numpy). For JAX also
+           `direct jit`: the same loop with each call under jax.jit at its own shape.
+  harness  `harness.runner.run` (worker process, batching, reference, grading, repro) in a
+           process of its own, wall time minus the worker's start-up (imports), measured on
+           its own and reported beside it. With a fresh (cold) and then a filled (warm) JAX
+           compilation cache (XENTC_CACHE_DIR in a temporary directory).
+Prints calls/second, the ratio harness/direct, and the peak resident memory (ru_maxrss) of
+the direct process, of the harness's parent and of its largest worker. Timings are wall-clock
+on this machine; run nothing else meanwhile.
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
 import os
+import platform
 import resource
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,37 +44,52 @@ def _tasks(framework: str, dtypes: list[str], limit: int | None):
     return cases, tasks
 
 
-def _direct(conn, framework: str, dtypes: list[str], limit: int | None) -> None:
+def _mib(who) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def _direct(conn, framework: str, dtypes: list[str], limit: int | None, compiled: bool) -> None:
     import adapters
 
     fw = adapters.load(framework).framework
     os.environ.update(fw.env)
-    t0 = time.perf_counter()
     fw.setup()
-    setup = time.perf_counter() - t0
     _, tasks = _tasks(framework, dtypes, limit)
     data = [(t, *t.case.in_dtype(t.dtype)) for t in tasks]  # rounding is not the framework's time
     t0 = time.perf_counter()
     for t, x, y, p in data:
         try:
-            adapters.call(fw, t.api, x, y, p, t.quantities)
+            adapters.call(fw, t.api, x, y, p, t.quantities, compiled=compiled)
         except Exception:  # noqa: BLE001 - a raise is a result, as in the harness
             pass
-    conn.send((len(tasks), time.perf_counter() - t0, setup,
-               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    conn.send((len(tasks), time.perf_counter() - t0, _mib(resource.RUSAGE_SELF)))
 
 
-def _startup(framework: str) -> float:
-    """Seconds from spawning a worker to its 'ready' (imports and set-up)."""
-    from harness.runner import WorkerHandle
+def _harness(conn, framework: str, dtypes: list[str], limit: int | None, cache: str) -> None:
+    os.environ["XENTC_CACHE_DIR"] = cache  # read by the worker's environment (adapters.jax)
+    from harness import runner
 
+    cases, tasks = _tasks(framework, dtypes, limit)
+    chosen = {id(t.case) for t in tasks}
     t0 = time.perf_counter()
-    h = WorkerHandle(framework, None)
-    msg = h.conn.recv()
-    dt = time.perf_counter() - t0
+    h = runner.WorkerHandle(framework, None)
+    assert h.conn.recv()[0] == "ready"
+    start = time.perf_counter() - t0
     h.stop()
-    assert msg[0] == "ready", msg
-    return dt
+    t0 = time.perf_counter()
+    df, _ = runner.run([c for c in cases if id(c) in chosen], [framework], dtypes)
+    conn.send((time.perf_counter() - t0 - start, start, len(df), _mib(resource.RUSAGE_SELF),
+               _mib(resource.RUSAGE_CHILDREN)))
+
+
+def _in_process(target, *args):
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=target, args=(child, *args))
+    p.start()
+    out = parent.recv()
+    p.join()
+    return out
 
 
 def main(argv=None) -> int:
@@ -76,30 +99,28 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, help="the first N planned calls per framework only")
     a = ap.parse_args(argv)
     dtypes = a.dtypes.split(",")
-    print(f"machine: {os.cpu_count()} CPUs, {os.uname().sysname} {os.uname().machine}; python {sys.version.split()[0]}")
-    print("| framework | calls | direct s | direct calls/s | harness s (after start-up) | harness calls/s | "
-          "harness/direct | start-up s | peak RSS parent / direct MiB |")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
+        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    print(f"machine: {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, {platform.platform()}; "
+          f"python {sys.version.split()[0]}; dtypes {','.join(dtypes)}; loss and gradients")
+    print("| framework | calls | direct s | direct calls/s | harness s | harness calls/s | harness/direct | "
+          "start-up s | peak RSS MiB: direct / parent / worker |")
     print("|---|---|---|---|---|---|---|---|---|")
-    from harness import runner
-
     for framework in a.frameworks.split(","):
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        p = ctx.Process(target=_direct, args=(child, framework, dtypes, a.limit))
-        p.start()
-        n, direct_s, _, direct_rss = parent.recv()
-        p.join()
-        cases, tasks = _tasks(framework, dtypes, a.limit)
-        chosen = {id(t.case) for t in tasks}
-        start = _startup(framework)
-        t0 = time.perf_counter()
-        df, _ = runner.run([c for c in cases if id(c) in chosen], [framework], dtypes)
-        harness_s = time.perf_counter() - t0 - start
-        ran = int((df.status != "unsupported").sum())  # rows: one per call and quantity
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"| {framework} | {n} | {direct_s:.2f} | {n / direct_s:.0f} | {harness_s:.2f} | {n / harness_s:.0f} | "
-              f"{harness_s / direct_s:.2f} | {start:.1f} | {rss:.0f} / {direct_rss:.0f} |", flush=True)
-        print(f"  (harness rows computed: {ran})", file=sys.stderr)
+        n, direct_s, direct_rss = _in_process(_direct, framework, dtypes, a.limit, False)
+        with tempfile.TemporaryDirectory() as cache:
+            runs = [("cold cache", *_in_process(_harness, framework, dtypes, a.limit, cache))]
+            if framework == "jax":
+                runs.append(("warm cache", *_in_process(_harness, framework, dtypes, a.limit, cache)))
+        for label, harness_s, start, _, rss, wrss in runs:
+            name = framework + (f" ({label})" if framework == "jax" else "")
+            print(f"| {name} | {n} | {direct_s:.2f} | {n / direct_s:.0f} | {harness_s:.2f} | {n / harness_s:.0f} | "
+                  f"{harness_s / direct_s:.3g} | {start:.1f} | {direct_rss:.0f} / {rss:.0f} / {wrss:.0f} |", flush=True)
+        if framework == "jax":
+            n, jit_s, jit_rss = _in_process(_direct, framework, dtypes, a.limit, True)
+            print(f"| jax (direct loop under jax.jit, for comparison) | {n} | {jit_s:.2f} | {n / jit_s:.0f} | | | | | "
+                  f"{jit_rss:.0f} / | ", flush=True)
     return 0
 
 

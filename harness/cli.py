@@ -66,6 +66,14 @@ def cmd_run(args) -> int:
         frameworks = [f for f in frameworks if any(a.framework == f for a in apis)]
     if args.call_timeout is not None and not args.call_timeout > 0:
         raise UsageError(f"--call-timeout must be a positive number of seconds, got {args.call_timeout}")
+    shard = None
+    if args.shard is not None:
+        from harness import shard as shard_mod
+
+        try:
+            shard = shard_mod.parse(args.shard)
+        except shard_mod.ShardError as e:
+            raise UsageError(str(e)) from None
     cases = load_cases(args.cases) if args.cases else build_corpus(args.seed)
     out = _writable_dir(args.out)
     resume = args.resume and os.path.exists(os.path.join(out, JOURNAL))
@@ -76,15 +84,21 @@ def cmd_run(args) -> int:
     try:
         df, versions = runner.run(cases, frameworks, dtypes, log_dir=os.path.join(out, "logs"), apis=apis,
                                   progress=sys.stderr.isatty() and not args.quiet, journal_dir=out, resume=resume,
-                                  call_timeout=args.call_timeout or runner.CALL_TIMEOUT_S)
+                                  call_timeout=args.call_timeout or runner.CALL_TIMEOUT_S, batch=not args.no_batch,
+                                  shard=shard)
     except ResumeError as e:
         raise UsageError(f"cannot resume: {e}") from None
     elapsed = time.perf_counter() - t0
     meta = results.run_metadata(versions=versions, seed=args.seed, cases_source=args.cases or "built-in corpus",
                                 frameworks=frameworks, dtypes=dtypes, elapsed_s=elapsed)
+    if shard is not None:
+        from harness.journal import fingerprint
+
+        meta["shard"] = {"index": shard[0], "count": shard[1],
+                         "plan": fingerprint(cases, apis or adapters.all_apis(frameworks), dtypes)}
     results.save(df, out)
     results.save_metadata(meta, out)
-    report.write(df, meta, out)
+    report.write(df, results.load_metadata(out), out)  # as saved, so a merge or re-render writes the same
     try:
         os.remove(os.path.join(out, JOURNAL))  # every row is in results.parquet now
     except FileNotFoundError:
@@ -92,6 +106,23 @@ def cmd_run(args) -> int:
     counts = df["status"].value_counts().to_dict()
     print(f"{len(df)} rows in {elapsed:.1f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
           + f"\nwrote {out}/results.parquet, results.csv, run.json, report.md, repro/")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from harness import report, results
+    from harness.shard import ShardError, merge
+
+    dirs = [_run_dir(d) for d in args.run_dirs]
+    try:
+        df, meta = merge(dirs)
+    except ShardError as e:
+        raise UsageError(str(e)) from None
+    out = _writable_dir(args.out)
+    results.save(df, out)
+    results.save_metadata(meta, out)
+    report.write(df, meta, out)
+    print(f"{len(df)} rows from {len(dirs)} shards\nwrote {out}/results.parquet, results.csv, run.json, report.md, repro/")
     return 0
 
 
@@ -149,8 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--call-timeout", type=float, metavar="S",
                    help=f"seconds one call may take before its worker is killed and the row is 'crashed' "
                         f"(default: {runner_timeout()})")
+    r.add_argument("--shard", metavar="I/N",
+                   help="run only the I-th of N interleaved parts of the plan (1 <= I <= N), e.g. one per CI job; "
+                        "`xentc merge` puts the N output directories back together")
+    r.add_argument("--no-batch", action="store_true",
+                   help="one case per call, also where a framework batches (JAX; each case still padded to "
+                        "its row bucket): slower, the same values")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
+    mg = sub.add_parser("merge", help="combine the output directories of `xentc run --shard I/N` into one run")
+    mg.add_argument("run_dirs", metavar="DIR", nargs="+", help="the N shard directories, in any order")
+    mg.add_argument("--out", metavar="DIR", default="reports/latest", help="output directory (default: reports/latest)")
+    mg.set_defaults(func=cmd_merge)
     rp = sub.add_parser("report", help="render a run's results as a static HTML site")
     rp.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `xentc run`")
     rp.add_argument("--out", metavar="SITE_DIR", help="site directory (default: RUN_DIR/site)")

@@ -82,11 +82,11 @@ class Evaluator:
         if api.cannot_express(case.params, dtype, case.inputs.ndim):
             return None
         self._n += 1
-        self.handle.send(self._runner.Task(self._n, case, api, dtype))
-        reply = self.handle.conn.recv()
-        if reply[1] != "ok" or reply[2]["loss"][0] != "ok":
+        self.handle.send([self._runner.Task(self._n, case, api, dtype)])
+        _, (reply,), _ = self.handle.conn.recv()  # harness.worker's protocol: one case per call
+        if reply[0] != "ok" or reply[1]["loss"][0] != "ok":
             return None
-        out = np.asarray(reply[2]["loss"][1])
+        out = np.asarray(reply[1]["loss"][1])
         x, t, p = case.in_dtype(dtype)
         conv = {"mean": api.convention("mean"), "axis_mean": api.convention("axis_mean")}
         ref = oracle.loss(case.family, x, t, p, conv, reference_precision(dtype)[0])

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness import condition, expectations, oracle
-from harness.spec import FAILING, STATUSES
+from harness.spec import FAILING, PARAMS, STATUSES
 from harness.tolerance import table as tolerance_table
 
 CERTIFIED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cases", "certified")
@@ -208,7 +208,7 @@ def coverage(apis: list[dict]) -> list[str]:
     """API x canonical parameter: the argument it maps to, or not expressible."""
     if not apis:
         return []
-    params = [p for p in apis[0]["params"]]
+    params = sorted(apis[0]["params"], key=lambda p: (list(PARAMS).index(p) if p in PARAMS else len(PARAMS), p))
     L = ["## Parameter coverage", "",
          "Each canonical parameter and the argument an API takes it as; `—` not expressible; "
          "`fixed 1`: the API has no axis argument and its class axis is that one (PyTorch: 1); a "

@@ -100,3 +100,8 @@ def run_metadata(*, versions: dict, seed: int, cases_source: str, frameworks, dt
 def save_metadata(meta: dict, out_dir: str) -> None:
     _atomic_write(os.path.join(out_dir, "run.json"),
                   lambda p: open(p, "w").write(json.dumps(meta, indent=2, sort_keys=True) + "\n"))
+
+
+def load_metadata(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, "run.json")) as f:
+        return json.load(f)

@@ -5,7 +5,13 @@ Each framework runs in its own worker process (spawned, so this process imports 
 framework). One call is in flight per worker at a time, so when a worker dies or hangs the
 runner knows which call did it: that row becomes `crashed` (with the signal, or `timeout`),
 the worker is restarted, and the run goes on. An exception inside a call is a `raised` row.
-The reference and the grading run here, in the parent, while the workers compute.
+The reference and the grading run here, in the parent, while the workers compute: a worker
+is sent its next call before the results of its last one are graded.
+
+Where a framework batches (adapters.Framework.batch_rows), the cases of one batch key
+(adapters.batch_key: API, row shape, dtype, scalar parameters) go to its worker as one call of
+at most MAX_BATCH_ROWS rows. A batch that crashes or times out is sent again one case per call,
+so that the row that is `crashed` is the case that did it.
 """
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ from harness.tolerance import terms_per_output, tolerance_ulp
 
 CALL_TIMEOUT_S = 300.0  # one call (first calls compile: optax at a new shape takes ~0.5 s)
 START_TIMEOUT_S = 300.0
+#: the most rows (and cases) one batched call stacks
+MAX_BATCH_ROWS = 4096
+MAX_BATCH_CASES = 256
 
 
 @dataclass
@@ -76,6 +85,39 @@ def plan(cases: Iterable[Case], apis: Iterable[Api], dtypes: Iterable[str]) -> t
                                      detail=f"{api.framework} has no automatic differentiation") for q in grads]
                 idx += 1
     return tasks, skipped
+
+
+class Call(list):
+    """The tasks of one call to a worker: one task, or a batch (adapters.call_batch) of one or
+    more tasks of one batch key."""
+
+    batched = False
+
+
+def batches(tasks: list[Task], batch_rows: bool, stack: bool = True) -> list[Call]:
+    """The calls that run `tasks` (one framework's, in plan order): one task each, or, where the
+    framework batches, the tasks of one batch key together (in the order of their first task),
+    at most MAX_BATCH_ROWS rows (elements, for a flat key) and MAX_BATCH_CASES cases per call.
+    stack=False: one task per batched call (the same bucket shape, hence the same values)."""
+    calls: list[Call] = []
+    open_: dict[object, tuple[Call, int]] = {}
+    for t in tasks:
+        key = (adapters.batch_key(t.api, t.case.inputs, t.case.targets, t.case.params, t.quantities, t.case.invalid)
+               if batch_rows else None)
+        if key is None:
+            calls.append(Call([t]))
+            continue
+        n = t.case.inputs.size if "flat" in key else len(t.case.inputs)
+        k = (key, t.dtype)
+        if stack and k in open_ and len(open_[k][0]) < MAX_BATCH_CASES and open_[k][1] + n <= MAX_BATCH_ROWS:
+            open_[k][0].append(t)
+            open_[k] = (open_[k][0], open_[k][1] + n)
+        else:
+            c = Call([t])
+            c.batched = True
+            calls.append(c)
+            open_[k] = (c, n)
+    return calls
 
 
 def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
@@ -217,7 +259,7 @@ class WorkerHandle:
         self.log_path = os.path.join(log_dir, f"{framework}.log") if log_dir else None
         self.version: str | None = None
         self.unavailable: str | None = None
-        self.inflight: Task | None = None
+        self.inflight: list[Task] | None = None
         self.deadline = 0.0
         self.start()
 
@@ -230,11 +272,12 @@ class WorkerHandle:
         self.ready = False
         self.deadline = time.monotonic() + START_TIMEOUT_S
 
-    def send(self, task: Task) -> None:
-        x, t, p = task.case.in_dtype(task.dtype)
-        self.inflight = task
+    def send(self, tasks: list[Task]) -> None:
+        """One call: a task, or a batch (runner.Call) of tasks of one batch key."""
+        self.inflight = tasks
         self.deadline = time.monotonic() + self.call_timeout
-        self.conn.send((task.idx, task.api.id, x, t, p, task.quantities))
+        self.conn.send((tasks[0].idx, tasks[0].api.id, [t.case.in_dtype(t.dtype) for t in tasks], tasks[0].quantities,
+                        getattr(tasks, "batched", False)))
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -265,29 +308,37 @@ def _death(proc) -> str:
 
 def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_dir: str | None = None,
         progress: bool = False, apis: list[Api] | None = None, journal_dir: str | None = None,
-        resume: bool = False, call_timeout: float = CALL_TIMEOUT_S) -> tuple[pd.DataFrame, dict[str, str]]:
+        resume: bool = False, call_timeout: float = CALL_TIMEOUT_S, batch: bool = True,
+        shard: tuple[int, int] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Run every case on every API of `frameworks` (or on `apis`, entries of those frameworks).
     Returns (results, {framework: version}).
 
     journal_dir: append each finished call's rows to journal_dir/journal.jsonl as it comes
     (harness.journal); with resume, the calls already there are not run again. call_timeout:
-    seconds one call may take before its worker is killed and the row is `crashed`."""
+    seconds one call may take before its worker is killed and the row is `crashed`. batch: False
+    runs every case in a call of its own, padded to its bucket all the same where the framework
+    batches (the same values: tests/test_batching.py). shard (I, N):
+    only the planned (case, API, dtype) whose plan index is I-1 modulo N (harness.shard)."""
     dtypes = list(dtypes)
     apis = adapters.all_apis(frameworks) if apis is None else apis
     tasks, rows = plan(cases, apis, dtypes)
+    if shard is not None:
+        i, n = shard
+        tasks = [t for t in tasks if t.idx % n == i - 1]
+        rows = [r for r in rows if r["_idx"] // len(QUANTITIES) % n == i - 1]
     jnl = None
     if journal_dir is not None:
         from harness.journal import Journal, fingerprint
 
-        jnl = Journal(journal_dir, fingerprint(cases, apis, dtypes), resume)
+        jnl = Journal(journal_dir, fingerprint(cases, apis, dtypes) + (f" shard {shard[0]}/{shard[1]}" if shard else ""),
+                      resume)
         for t in [t for t in tasks if t.idx in jnl.done]:
             rows.extend(jnl.done[t.idx])
         tasks = [t for t in tasks if t.idx not in jnl.done]
     pending: dict[int, list[dict]] = {}
     fws = {fw: adapters.load(fw).framework for fw in frameworks}
-    queues: dict[str, deque[Task]] = {fw: deque() for fw in frameworks}
-    for t in tasks:
-        queues[t.api.framework].append(t)
+    queues: dict[str, deque[list[Task]]] = {
+        fw: deque(batches([t for t in tasks if t.api.framework == fw], fws[fw].batch_rows, stack=batch)) for fw in frameworks}
     reference = Reference()
     versions: dict[str, str] = {}
     bar = None
@@ -399,6 +450,16 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             else:
                 failed_row(task, "raised", payload, seconds, q)
 
+    def lost(h: WorkerHandle, why: str) -> None:
+        """The call in flight crashed or hung: a batch is sent again one case per call."""
+        calls, h.inflight = h.inflight, None
+        if len(calls) > 1:
+            queues[h.framework].extendleft(Call([t]) for t in reversed(calls))
+        else:
+            failed_all(calls[0], "crashed", why)
+        h.kill()
+        h.start()
+
     handles = {fw: WorkerHandle(fw, log_dir, call_timeout) for fw in frameworks if queues[fw]}
     try:
         while handles:
@@ -432,12 +493,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     h.proc.join(5)
                     why = _death(h.proc)
                     if h.inflight is not None:
-                        failed_all(h.inflight, "crashed", why)
-                        h.inflight = None
-                        h.kill()
-                        h.start()
+                        lost(h, why)
                     elif not h.ready:  # died while starting: its calls cannot run
-                        for t in queues[h.framework]:
+                        for t in (t for call in queues[h.framework] for t in call):
                             finish_all(t, status="crashed", detail=f"worker failed to start: {why}")
                         queues[h.framework].clear()
                         h.kill()
@@ -449,29 +507,29 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     if jnl is not None:
                         jnl.check_version(h.framework, msg[1])
                 elif msg[0] == "unavailable":
-                    for t in queues[h.framework]:
+                    for t in (t for call in queues[h.framework] for t in call):
                         finish_all(t, status="unsupported", detail=f"framework {h.framework} unavailable: {msg[1]}")
                     queues[h.framework].clear()
                     h.stop()
                     del handles[h.framework]
                 else:
-                    task_id, kind, payload, seconds = msg
-                    task, h.inflight = h.inflight, None
-                    assert task is not None and task.idx == task_id
-                    if kind == "ok":
-                        received(task, payload, seconds)
-                    else:
-                        failed_all(task, "raised", payload, seconds)
+                    call_id, results, seconds = msg
+                    calls, h.inflight = h.inflight, None
+                    assert calls is not None and calls[0].idx == call_id and len(results) == len(calls)
+                    if queues[h.framework]:  # the worker computes the next call while this one is graded
+                        h.send(queues[h.framework].popleft())
+                    for task, (kind, payload) in zip(calls, results):  # a batch's time, shared
+                        if kind == "ok":
+                            received(task, payload, seconds / len(calls))
+                        else:
+                            failed_all(task, "raised", payload, seconds / len(calls))
             now = time.monotonic()
             for fw, h in list(handles.items()):
                 if now > h.deadline and (h.inflight is not None or not h.ready):
                     if h.inflight is not None:
-                        failed_all(h.inflight, "crashed", f"timeout after {h.call_timeout:g} s")
-                        h.inflight = None
-                        h.kill()
-                        h.start()
+                        lost(h, f"timeout after {h.call_timeout:g} s")
                     else:
-                        for t in queues[fw]:
+                        for t in (t for call in queues[fw] for t in call):
                             finish_all(t, status="crashed", detail=f"worker did not start in {START_TIMEOUT_S:.0f} s")
                         queues[fw].clear()
                         h.kill()

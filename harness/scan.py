@@ -408,7 +408,7 @@ class _Worker:
         """Send one call; its task id, or the reason it could not be sent."""
         self.next_id += 1
         try:
-            self.h.conn.send((self.next_id, api_id, x, t, params, ("loss",)))
+            self.h.conn.send((self.next_id, api_id, [(x, t, params)], ("loss",), False))
         except (OSError, BrokenPipeError) as e:
             return f"worker unreachable: {type(e).__name__}"
         return self.next_id
@@ -427,7 +427,7 @@ class _Worker:
             self.h.start()
             self._ready()
             return "crashed", msg, 0.0
-        tid, status, payload, seconds = msg
+        tid, ((status, payload),), seconds = msg  # harness.worker's protocol: one case per call
         assert tid == task_id, (tid, task_id)
         if status != "ok":
             return "raised", payload, seconds

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from harness import expectations, profile, report
-from harness.spec import DTYPES, FAILING, STATUSES
+from harness.spec import DTYPES, FAILING, PARAMS, STATUSES
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 #: the matrix's quantity groups: the loss, and every gradient together
@@ -273,7 +273,8 @@ def api_pages(df: pd.DataFrame, meta: dict, api_figs: dict) -> list[dict]:
     pages = []
     for (fw, api), g in df.groupby(["framework", "api"], sort=True):
         a = decl.get((fw, api), {})
-        params = [{"name": k, "arg": v} for k, v in (a.get("params") or {}).items() if v is not None]
+        params = [{"name": k, "arg": v} for k, v in sorted((a.get("params") or {}).items(), key=lambda kv: (
+            list(PARAMS).index(kv[0]) if kv[0] in PARAMS else len(PARAMS), kv[0])) if v is not None]
         summary = []
         for d in [d for d in DTYPES if d in set(g.dtype)]:
             s = g[g.dtype == d]

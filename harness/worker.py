@@ -2,10 +2,13 @@
 
 Started with the 'spawn' method so the parent never imports a framework. Protocol over a
 multiprocessing Pipe (our own processes; case files are never pickled):
-  parent -> worker: (task_id, api_id, x, t, params, quantities)  or None to stop
-  worker -> parent: ("ready", version, info) once, then
-                    (task_id, "ok", {quantity: (kind, payload)}, seconds)  (adapters.call)
-                    or (task_id, "raised", "ExcType: first line", seconds) when the loss raised
+  parent -> worker: (call_id, api_id, [(x, t, params), ...], quantities, batched)  or None to stop
+  worker -> parent: ("ready", version, info) once, then per call
+                    (call_id, [result per case], seconds), a result being
+                    ("ok", {quantity: (kind, payload)}) (adapters.call) or
+                    ("raised", "ExcType: first line") when the loss raised.
+A batched call (one case or several of one adapters.batch_key) runs through
+adapters.call_batch, any other through adapters.call.
 """
 from __future__ import annotations
 
@@ -63,15 +66,18 @@ def main(conn, framework: str, log_path: str | None = None) -> None:
             break
         if msg is None:
             break
-        task_id, api_id, x, t, params, quantities = msg
+        call_id, api_id, items, quantities, batched = msg
         t0 = time.perf_counter()
-        try:
-            out = adapters.call(fw, apis[api_id], x, t, params, quantities)
-            conn.send((task_id, "ok", out, time.perf_counter() - t0))
-        except Exception as e:  # any framework error becomes a row
-            if log_path:
-                traceback.print_exc()
-            conn.send((task_id, "raised", f"{type(e).__name__}: {_first_line(e)}", time.perf_counter() - t0))
+        if batched:
+            res = adapters.call_batch(fw, apis[api_id], items, quantities)
+        else:
+            try:
+                res = [("ok", adapters.call(fw, apis[api_id], *items[0], quantities))]
+            except Exception as e:  # any framework error becomes a row
+                if log_path:
+                    traceback.print_exc()
+                res = [("raised", f"{type(e).__name__}: {_first_line(e)}")]
+        conn.send((call_id, res, time.perf_counter() - t0))
 
 
 def _first_line(e: BaseException) -> str:

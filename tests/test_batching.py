@@ -1,0 +1,116 @@
+"""Batching (M7) does not change what is measured: where a framework runs cases of one batch key
+as one call (adapters.Framework.batch_rows: JAX, rows stacked and padded to a power-of-two
+bucket, under jax.jit), every row of the results equals, in every column but the timing
+`seconds`, the row of the same run with one case per call (`runner.run(batch=False)`, each case
+alone in its bucket). (XLA's results can depend on the shape it compiles for: at its exact
+shape instead of its bucket, 2 of 5,121 JAX rows differed in the last bits of a float64
+gradient, both within tolerance; so the bucket is part of how JAX is measured.)
+
+And the batching plan itself: which cases share a call, and a batch that crashes is retried
+one case per call, so the crashed row is the case that did it."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import adapters
+from cases.generator import build_corpus
+from harness import runner
+
+
+def _comparable(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns="seconds").astype(object).where(df.drop(columns="seconds").notna(), "NA").astype(str)
+
+
+@pytest.mark.conformance
+@pytest.mark.xdist_group("jax")
+@pytest.mark.parametrize("dtypes", [("float32", "bfloat16"), ("float64", "float16")])
+def test_batched_equals_one_at_a_time(dtypes):
+    cases = [c for c in build_corpus(0) if c.category not in ("exhaustive",)]
+    batched, _ = runner.run(cases, ["jax"], dtypes)
+    single, _ = runner.run(cases, ["jax"], dtypes, batch=False)
+    assert len(batched) == len(single) > 0
+    a, b = _comparable(batched), _comparable(single)
+    differ = (a != b).any(axis=1)
+    assert not differ.any(), "batched and one-at-a-time rows differ:\n" + "\n".join(
+        f"{r.api} {r.case_id} {r.dtype} {r.quantity}: "
+        + ", ".join(f"{c} {a.at[i, c]!r} vs {b.at[i, c]!r}" for c in a.columns if a.at[i, c] != b.at[i, c] and c != "repro")
+        for i, r in batched[differ].head(10).iterrows())
+    # the comparison is not vacuous: most of these cases did run in shared calls
+    tasks, _ = runner.plan(cases, adapters.all_apis(["jax"]), dtypes)
+    calls = runner.batches(tasks, True)
+    assert sum(len(c) for c in calls if len(c) > 1) > len(tasks) / 4
+
+
+def test_batch_plan():
+    cases = {c.id: c for c in build_corpus(0)}
+    jax_apis = {a.id: a for a in adapters.all_apis(["jax"])}
+    tasks, _ = runner.plan(list(cases.values()), list(jax_apis.values()), ["float32"])
+    calls = runner.batches(tasks, True)
+    assert sorted(t.idx for c in calls for t in c) == sorted(t.idx for t in tasks)  # each task once
+    for c in calls:
+        if len(c) > 1:
+            keys = {adapters.batch_key(t.api, t.case.inputs, t.case.targets, t.case.params, t.quantities) for t in c}
+            assert len(keys) == 1 and None not in keys
+            rows = sum(t.case.inputs.size if "flat" in next(iter(keys)) else len(t.case.inputs) for t in c)
+            assert rows <= runner.MAX_BATCH_ROWS and len(c) <= runner.MAX_BATCH_CASES
+    # what never shares a call: invalid input, reduced cases, per-row weight arrays, other axes
+    for t in tasks:
+        key = adapters.batch_key(t.api, t.case.inputs, t.case.targets, t.case.params, t.quantities, t.case.invalid)
+        if t.case.invalid or t.case.reduction != "none" or "axis" in t.case.params or t.case.inputs.ndim != 2:
+            assert key is None, t.case.id
+    # without batch_rows (torch) one task per call, run as it is; batch=False: one task per call,
+    # padded to its bucket as in a batch
+    torch_tasks, _ = runner.plan(list(cases.values()), adapters.all_apis(["torch"]), ["float32"])
+    assert all(len(c) == 1 and not c.batched for c in runner.batches(torch_tasks, False))
+    alone = runner.batches(tasks, True, stack=False)
+    assert all(len(c) == 1 for c in alone) and {c[0].idx for c in alone if c.batched} == {
+        t.idx for c in calls if c.batched for t in c}
+
+
+def test_bucket_pads_to_few_shapes():
+    sizes = {adapters._bucket(n) for n in range(1, 4097)}
+    assert sizes == {8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
+    assert all(n <= adapters._bucket(n) < max(16, 2 * n) for n in range(1, 5000))
+
+
+def test_call_batch_cuts_each_case_out(monkeypatch):
+    """call_batch on a numpy stand-in framework: each case gets exactly its own rows back, an
+    elementwise family's elements in its own shape; a stacked call that raises falls back to one
+    call per case, and the case that raises is the one whose result says so."""
+    import faulty_adapter as fa
+
+    fw, api = fa.FRAMEWORK, fa.APIS[0]
+    rng = np.random.default_rng(0)
+    items = [(rng.normal(size=(n, 3)).astype(np.float32), rng.uniform(size=(n, 3)).astype(np.float32), {})
+             for n in (1, 5, 2)]
+    res = adapters.call_batch(fw, api, items, ("loss",))
+    for (x, t, p), (kind, out) in zip(items, res):
+        assert kind == "ok"
+        alone = adapters.call(fw, api, x, t, p, ("loss",))["loss"][1]
+        assert out["loss"][1].shape == x.shape and np.array_equal(out["loss"][1], alone)
+    bad = items[:1] + [(np.full((2, 3), fa.RAISE, np.float32), items[1][1][:2], {})] + items[2:]
+    res = adapters.call_batch(fw, api, bad, ("loss",))
+    assert [k for k, _ in res] == ["ok", "raised", "ok"]
+
+
+def test_crashed_batch_is_retried_one_case_per_call(monkeypatch):
+    """A batch whose worker dies (SIGABRT) is sent again one case per call: only the case that
+    aborts is `crashed`, its batch-mates are graded as if they had run alone."""
+    import dataclasses
+
+    import faulty_adapter as fa
+    from harness.casefile import parse_cases
+
+    fa.register(monkeypatch)
+    monkeypatch.setattr(fa, "FRAMEWORK", dataclasses.replace(fa.FRAMEWORK, batch_rows=True))
+    doc = {"cases": [{"id": f"b/{i}", "family": "sigmoid", "inputs": [[0.5, -2.0], [fa.ABORT if i == 2 else 1.0, 3.0]],
+                      "targets": [[1.0, 0.0], [0.25, 1.0]]} for i in range(5)]}
+    cases = parse_cases(doc)
+    tasks, _ = runner.plan(cases, adapters.all_apis([fa.NAME]), ["float32"])
+    assert [len(c) for c in runner.batches(tasks, True)] == [5]  # one batch of all five
+    df, _ = runner.run(cases, [fa.NAME], ["float32"])
+    crashed = df[df.status == "crashed"]
+    assert list(crashed.case_id) == ["b/2"] and "SIGABRT" in crashed.detail.iloc[0]
+    assert set(df[(df.case_id != "b/2") & (df.quantity == "loss")].status) == {"match"}
