@@ -49,6 +49,7 @@ def _mib(who) -> float:
 
 
 def _direct(conn, framework: str, dtypes: list[str], limit: int | None, compiled: bool) -> None:
+    os.environ["XENTC_CACHE_DIR"] = "off"  # as a user runs it: no persistent compilation cache
     import adapters
 
     fw = adapters.load(framework).framework
