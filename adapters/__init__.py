@@ -220,7 +220,8 @@ def gradient_args(api: Api, params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _first_line(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
+    """An exception as one line for a results row: "ExcType: first line of the message"."""
     msg = str(e).strip()
     return f"{type(e).__name__}: {(msg.splitlines()[0] if msg else '')[:300]}"
 
@@ -298,7 +299,7 @@ def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[
                     try:
                         out[q] = ("ok", fw.to_numpy(_compiled(fw, api, params, fixed, (q,))(arrays)[q]))
                     except Exception as e:  # noqa: BLE001 - a backward that raises is that row's result
-                        out[q] = ("raised", _first_line(e))
+                        out[q] = ("raised", error_line(e))
             return {q: out[q] for q in quantities}
     return _call_eager(fw, api, x, t, params, quantities)
 
@@ -357,12 +358,23 @@ def call_batch(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray
         edges = np.cumsum([0, *rows])
         return [("ok", {q: ("ok", v[a:b].reshape(np.shape(it[0])) if flat else v[a:b]) for q, (_, v) in out.items()})
                 for a, b, it in zip(edges, edges[1:], items)]
+    return call_each(fw, api, items, quantities)
+
+
+def call_each(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray, Mapping[str, Any]]],
+              quantities: tuple[str, ...] = ("loss",), log_errors: bool = False) -> list[tuple[str, Any]]:
+    """Each case in a call of its own: per case ("ok", {quantity: (kind, payload)}) or
+    ("raised", message) when its loss raised (log_errors: its traceback to stderr, the worker's log)."""
     res = []
     for x, t, p in items:
         try:
             res.append(("ok", call(fw, api, x, t, p, quantities)))
         except Exception as e:  # noqa: BLE001 - any framework error becomes a row
-            res.append(("raised", _first_line(e)))
+            if log_errors:
+                import traceback
+
+                traceback.print_exc()
+            res.append(("raised", error_line(e)))
     return res
 
 
@@ -392,5 +404,5 @@ def _call_eager(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: M
             g = fw.vjp(forward, {arg: kw[arg]})[arg]
             out[q] = ("none", "") if g is None else ("ok", fw.to_numpy(g))
         except Exception as e:  # noqa: BLE001 - a backward that raises is that row's result
-            out[q] = ("raised", _first_line(e))
+            out[q] = ("raised", error_line(e))
     return out

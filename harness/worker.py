@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import traceback
 
 
 def _die_with_parent() -> None:
@@ -55,7 +54,7 @@ def main(conn, framework: str, log_path: str | None = None) -> None:
 
         ver = version(fw.package)
     except Exception as e:  # framework missing or broken: the parent records 'unsupported'
-        conn.send(("unavailable", f"{type(e).__name__}: {_first_line(e)}", None))
+        conn.send(("unavailable", adapters.error_line(e), None))
         return
     apis = {a.id: a for a in adapter.apis}
     conn.send(("ready", ver, {"python": sys.version.split()[0]}))
@@ -71,15 +70,6 @@ def main(conn, framework: str, log_path: str | None = None) -> None:
         if batched:
             res = adapters.call_batch(fw, apis[api_id], items, quantities)
         else:
-            try:
-                res = [("ok", adapters.call(fw, apis[api_id], *items[0], quantities))]
-            except Exception as e:  # any framework error becomes a row
-                if log_path:
-                    traceback.print_exc()
-                res = [("raised", f"{type(e).__name__}: {_first_line(e)}")]
+            res = adapters.call_each(fw, apis[api_id], items, quantities, log_errors=bool(log_path))
         conn.send((call_id, res, time.perf_counter() - t0))
 
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return (s.splitlines()[0] if s else "")[:300]
