@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from harness.spec import INT_PARAMS, PARAM_KINDS, SCALAR_PARAMS, Api
+from harness.spec import DEVICES, INT_PARAMS, PARAM_KINDS, SCALAR_PARAMS, Api  # noqa: F401 (DEVICES re-exported)
 
 #: framework name -> adapter module
 MODULES: dict[str, str] = {
@@ -36,6 +36,19 @@ DEFAULT_FRAMEWORKS: tuple[str, ...] = tuple(MODULES)
 #: environment variable, so the spawned workers see them too). They run when named in
 #: --frameworks, never by default. The test suite's fault-injecting adapter comes in this way.
 ENV_EXTRA = "XENTC_ADAPTERS"
+
+
+#: where `xentc run --device` runs the APIs. The worker sets XENTC_DEVICE, the environment of
+#: DEVICE_ENV and the framework's own device_env before the framework starts, then asks the
+#: framework (device_check) whether it sees the device: a framework that does not is
+#: `unsupported` there, never run somewhere else under the device's name. On "cpu" every GPU is
+#: hidden (CUDA_VISIBLE_DEVICES=-1), so a CPU run stays one on a machine that has a GPU.
+DEVICE_ENV: dict[str, dict[str, str]] = {"cpu": {"CUDA_VISIBLE_DEVICES": "-1"}, "cuda": {}}
+
+
+def device() -> str:
+    """The device this worker runs on (adapters.DEVICES)."""
+    return os.environ.get("XENTC_DEVICE", "cpu")
 
 
 class AdapterConfigError(ValueError):
@@ -81,6 +94,9 @@ class Framework:
     batch_rows: cases of one API with the same row shape, dtype and scalar parameters run as one
                call on their rows stacked (and padded to a power-of-two bucket, so a compiler sees
                few shapes), where each output row depends on its input row only (batch_key).
+    device_env: device -> environment set before setup on that device (JAX_PLATFORMS=cuda).
+    device_check: (device) -> why the framework cannot run there, or None when it can (called
+               after setup for a device other than "cpu"); None: it runs on the CPU only.
     """
 
     name: str
@@ -97,6 +113,8 @@ class Framework:
     repro_vjp: str = ""
     compile: Callable[[Callable], Callable] | None = None
     batch_rows: bool = False
+    device_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    device_check: Callable[[str], str | None] | None = None
 
     def resolve(self, qualname: str) -> Callable[..., Any]:
         """The callable a public qualified name denotes ("tf.nn.x" -> tensorflow.nn.x)."""

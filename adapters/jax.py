@@ -23,7 +23,7 @@ def _setup():
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_platforms", os.environ.get("JAX_PLATFORMS", "cpu"))
     import optax  # noqa: F401  (resolved by qualified name)
 
     return jax
@@ -58,8 +58,17 @@ def _to_numpy(t) -> np.ndarray:
     return np.asarray(t)
 
 
+def device_check(dev: str) -> str | None:
+    import jax
+
+    platforms = {d.platform for d in jax.devices()}
+    return None if "gpu" in platforms else f"jax sees no GPU (devices: {', '.join(sorted(platforms))}; jax[cuda12] installed?)"
+
+
 FRAMEWORK = Framework(
     name="jax",
+    device_env={"cuda": {"JAX_PLATFORMS": "cuda"}},
+    device_check=device_check,
     package="jax",
     aliases={},
     setup=_setup,

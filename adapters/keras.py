@@ -26,6 +26,9 @@ import numpy as np
 
 from adapters import Framework
 from adapters.autodiff import JAX_REPRO, TF_REPRO, TORCH_REPRO, jax_vjp, tf_vjp, torch_vjp
+from adapters.jax import device_check as jax_device_check
+from adapters.tensorflow import device_check as tensorflow_device_check
+from adapters.torch import device_check as torch_device_check
 from harness.spec import Api
 
 GENERIC_NAME = "keras"
@@ -74,6 +77,10 @@ _AUTODIFF = {"tensorflow": (tf_vjp, TF_REPRO, ", tensorflow as tf"),
              "torch": (torch_vjp, TORCH_REPRO, ", torch"),
              "numpy": (None, "", "")}
 
+#: each backend's check that it sees the GPU (the numpy backend runs on the CPU only)
+_DEVICE_CHECK = {"tensorflow": tensorflow_device_check, "jax": jax_device_check, "torch": torch_device_check,
+                 "numpy": None}
+
 FRAMEWORKS = {
     f"keras[{b}]": Framework(
         name=f"keras[{b}]",
@@ -86,6 +93,8 @@ FRAMEWORKS = {
         repro_array="keras.ops.convert_to_tensor({values}, dtype='{dtype}')",
         repro_value="keras.ops.convert_to_numpy(keras.ops.cast({expr}, 'float64')).tolist()",
         env={"KERAS_BACKEND": b, **_ENV[b]},
+        device_env={"cuda": {"JAX_PLATFORMS": "cuda"}} if b == "jax" else {},
+        device_check=_DEVICE_CHECK[b],
         vjp=_AUTODIFF[b][0],
         repro_vjp=_AUTODIFF[b][1],
     )

@@ -81,8 +81,15 @@ def _to_numpy(t) -> np.ndarray:
     return np.asarray(t.numpy())
 
 
+def device_check(dev: str) -> str | None:
+    import tensorflow as tf
+
+    return None if tf.config.list_physical_devices("GPU") else "tensorflow sees no GPU (a tensorflow-cpu build?)"
+
+
 FRAMEWORK = Framework(
     name="tensorflow",
+    device_check=device_check,
     package="tensorflow-cpu",
     aliases={"tf": "tensorflow"},
     setup=_setup,

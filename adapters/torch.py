@@ -17,7 +17,7 @@ from functools import partial
 
 import numpy as np
 
-from adapters import Framework
+from adapters import Framework, device
 from adapters.autodiff import TORCH_REPRO, torch_vjp
 from harness.spec import Api
 
@@ -36,22 +36,31 @@ def _to_native(a: np.ndarray):
     import torch
 
     if a.dtype.name == "bfloat16":
-        return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(a))
+        t = torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    return t if device() == "cpu" else t.to(device())
 
 
 def _to_numpy(t) -> np.ndarray:
     import ml_dtypes
     import torch
 
-    t = t.detach()
+    t = t.detach().cpu()
     if t.dtype == torch.bfloat16:
         return t.float().numpy().astype(ml_dtypes.bfloat16)
     return t.numpy()
 
 
+def device_check(dev: str) -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else "torch sees no CUDA device (torch.cuda.is_available() is False)"
+
+
 FRAMEWORK = Framework(
     name="torch",
+    device_check=device_check,
     package="torch",
     aliases={},
     setup=_setup,

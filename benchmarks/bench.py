@@ -16,6 +16,15 @@ harness.runner.plan):
 Prints calls/second, the ratio harness/direct, and the peak resident memory (ru_maxrss) of
 the direct process, of the harness's parent and of its largest worker. Timings are wall-clock
 on this machine; run nothing else meanwhile.
+
+    --full    also the whole `make report` workload: every default framework, every dtype, the
+              corpus, loss and gradients, in one `runner.run` (its own process, the JAX cache
+              as it is on the machine unless --cold): wall time, and wall time less the
+              slowest framework's start-up measured alone (the workers start side by side).
+    --large   also the large case (cases.generator.large_cases: sparse softmax 4,096 x 131,072,
+              float32) on each framework's canonical sparse-softmax API (LARGE_APIS), loss and
+              gradient: wall time, and the peak resident memory of the runner and of each worker
+              (runner.run's stats).
 """
 from __future__ import annotations
 
@@ -83,6 +92,50 @@ def _harness(conn, framework: str, dtypes: list[str], limit: int | None, cache: 
                _mib(resource.RUSAGE_CHILDREN)))
 
 
+def _full(conn, cache: str | None) -> None:
+    if cache:
+        os.environ["XENTC_CACHE_DIR"] = cache
+    import adapters
+    from cases.generator import build_corpus
+    from harness import runner
+    from harness.spec import DTYPES
+
+    starts = {}
+    for fw in adapters.DEFAULT_FRAMEWORKS:
+        t0 = time.perf_counter()
+        h = runner.WorkerHandle(fw, None)
+        assert h.conn.recv()[0] in ("ready", "unavailable")
+        starts[fw] = time.perf_counter() - t0
+        h.stop()
+    cases = build_corpus(0)
+    stats: dict = {}
+    t0 = time.perf_counter()
+    df, _ = runner.run(cases, list(adapters.DEFAULT_FRAMEWORKS), DTYPES, stats=stats)
+    conn.send((time.perf_counter() - t0, starts, len(df), int((df.status != "unsupported").sum()),
+               stats["peak_rss_mib"]))
+
+
+#: the API each framework's users reach for first, for the large case
+LARGE_APIS = ("torch.nn.functional.cross_entropy[index]", "tf.nn.sparse_softmax_cross_entropy_with_logits",
+              "optax.softmax_cross_entropy_with_integer_labels")
+
+
+def _large(conn, frameworks: list[str]) -> None:
+    import adapters
+    from cases.generator import large_cases
+    from harness import runner
+
+    t0 = time.perf_counter()
+    cases = large_cases(0)
+    made = time.perf_counter() - t0
+    apis = [a for a in adapters.all_apis(frameworks) if a.id in LARGE_APIS]
+    stats: dict = {}
+    t0 = time.perf_counter()
+    df, _ = runner.run(cases, frameworks, ["float32"], apis=apis, stats=stats)
+    rows = [(r.framework, r.api, r.quantity, r.status, r.max_ulp, r.seconds) for r in df.itertuples()]
+    conn.send((made, time.perf_counter() - t0, rows, stats["peak_rss_mib"]))
+
+
 def _in_process(target, *args):
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -98,6 +151,10 @@ def main(argv=None) -> int:
     ap.add_argument("--frameworks", default="torch,tensorflow,jax")
     ap.add_argument("--dtypes", default="float32")
     ap.add_argument("--limit", type=int, help="the first N planned calls per framework only")
+    ap.add_argument("--full", action="store_true", help="also the whole make-report workload (minutes)")
+    ap.add_argument("--cold", action="store_true", help="--full with an empty JAX compilation cache")
+    ap.add_argument("--large", action="store_true", help="also the 4,096 x 131,072 case (about 10 GiB)")
+    ap.add_argument("--skip-direct", action="store_true", help="only --full / --large")
     a = ap.parse_args(argv)
     dtypes = a.dtypes.split(",")
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
@@ -108,7 +165,7 @@ def main(argv=None) -> int:
     print("| framework | calls | direct s | direct calls/s | harness s | harness calls/s | harness/direct | "
           "start-up s | peak RSS MiB: direct / parent / worker |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for framework in a.frameworks.split(","):
+    for framework in [] if a.skip_direct else a.frameworks.split(","):
         n, direct_s, direct_rss = _in_process(_direct, framework, dtypes, a.limit, False)
         with tempfile.TemporaryDirectory() as cache:
             runs = [("cold cache", *_in_process(_harness, framework, dtypes, a.limit, cache))]
@@ -122,6 +179,22 @@ def main(argv=None) -> int:
             n, jit_s, jit_rss = _in_process(_direct, framework, dtypes, a.limit, True)
             print(f"| jax (direct loop under jax.jit, for comparison) | {n} | {jit_s:.2f} | {n / jit_s:.0f} | | | | | "
                   f"{jit_rss:.0f} / | ", flush=True)
+    if a.full:
+        with tempfile.TemporaryDirectory() as empty:
+            wall, starts, rows, computed, peaks = _in_process(_full, empty if a.cold else None)
+        slowest = max(starts, key=starts.get)
+        print(f"\nfull make-report workload ({'cold' if a.cold else 'JAX cache as on this machine'}): {rows} rows "
+              f"({computed} computed) in {wall:.1f} s; less the slowest start-up ({slowest} {starts[slowest]:.1f} s): "
+              f"{wall - starts[slowest]:.1f} s")
+        print("start-up s: " + ", ".join(f"{k} {v:.1f}" for k, v in starts.items()))
+        print("peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v is not None), flush=True)
+    if a.large:
+        made, wall, rows, peaks = _in_process(_large, a.frameworks.split(","))
+        print(f"\nlarge case 4,096 x 131,072 float32 (generated in {made:.1f} s): {len(rows)} rows in {wall:.1f} s")
+        print("| framework | API | quantity | status | max ulp | call s |\n|---|---|---|---|---|---|")
+        for fw, api, q, st, u, sec in rows:
+            print(f"| {fw} | {api} | {q} | {st} | {u:g} | {sec:.1f} |")
+        print("peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v is not None), flush=True)
     return 0
 
 

@@ -791,6 +791,29 @@ def found_cases(directory: str = FOUND_DIR) -> list[Case]:
     return out
 
 
+#: the scale case: a language model's batch of tokens over its vocabulary
+LARGE_ROWS, LARGE_CLASSES = 4096, 131072
+
+
+def large_cases(seed: int = 0) -> list[Case]:
+    """Sparse softmax cross-entropy over 4,096 rows x 131,072 classes, float32, unreduced: its
+    reference and grading run a block of rows at a time (harness.chunked). Not in build_corpus
+    (each API's call moves 2 GiB of logits and 2 GiB of gradient): `xentc run --large` adds it.
+    The logits are held as float32 (the values every API receives), half the memory of float64.
+    Rows: standard normal logits times 4; every 64th row has one confident logit (+40) on a class
+    other than its target, every 64th from row 32 a confident one (+40) on its target."""
+    cid = f"shapes/sparse_softmax/large-{LARGE_ROWS}x{LARGE_CLASSES}"
+    r = _rng(seed, cid)
+    x = r.standard_normal((LARGE_ROWS, LARGE_CLASSES), dtype=np.float32)
+    x *= np.float32(4)
+    k = r.integers(0, LARGE_CLASSES, LARGE_ROWS)
+    wrong = np.arange(0, LARGE_ROWS, 64)
+    x[wrong, (k[wrong] + 1) % LARGE_CLASSES] = 40
+    right = np.arange(32, LARGE_ROWS, 64)
+    x[right, k[right]] = 40
+    return [Case(cid, "sparse_softmax", x, k.astype(np.int64), {}, ("float32",))]
+
+
 def build_corpus(seed: int = 0, *, exhaustive: bool = True, found: bool = True, invalid: bool = True) -> list[Case]:
     """Every built-in case, in a fixed order: the seeded corpus, then the exhaustive cases, the
     found ones, and the invalid ones (their own conformance dimension, harness.badinput)."""

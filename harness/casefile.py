@@ -31,6 +31,10 @@ MAX_NDIM = 32
 CASE_KEYS = {"id", "family", "inputs", "targets", "params", "dtypes", "provenance", "invalid"}
 
 
+#: the parameters with one entry per row (of the inputs' leading axis) in a row-wise family
+ROW_PARAMS = ("sample_weight", "where")
+
+
 class CaseFileError(ValueError):
     """A malformed case file. str() is one line naming the problem."""
 
@@ -54,15 +58,23 @@ class Case:
     def reduction(self) -> str:
         return self.params.get("reduction", "none")
 
-    def in_dtype(self, dtype: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """Inputs, targets and array params rounded to `dtype`: exactly what a framework receives."""
-        params = {k: (to_dtype(v, dtype) if k in ARRAY_PARAMS else v) for k, v in self.params.items()}
-        x = to_dtype(self.inputs, dtype)
+    def in_dtype(self, dtype: str, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Inputs, targets and array params rounded to `dtype`: exactly what a framework receives.
+        rows: only those rows (leading axis) of the inputs, the targets and the per-row params
+        (sample_weight, where), for a case taken a block of rows at a time (harness.chunked)."""
+        inputs, targets, params = self.inputs, self.targets, dict(self.params)
+        if rows is not None:
+            n = inputs.shape[0]
+            inputs, targets = inputs[rows], targets[rows]
+            params.update({k: params[k][rows] for k in ROW_PARAMS
+                           if k in params and np.ndim(params[k]) and np.shape(params[k])[0] == n})
+        params = {k: (to_dtype(v, dtype) if k in ARRAY_PARAMS else v) for k, v in params.items()}
+        x = to_dtype(inputs, dtype)
         if self.invalid == "int_inputs":  # the invalid kinds that are about the inputs' dtype
-            x = self.inputs.astype(np.int32)
+            x = inputs.astype(np.int32)
         elif self.invalid == "bool_inputs":
-            x = self.inputs != 0
-        return x, to_dtype(self.targets, dtype), params
+            x = inputs != 0
+        return x, to_dtype(targets, dtype), params
 
     def to_json(self) -> dict[str, Any]:
         def arr(a: np.ndarray):

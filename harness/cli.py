@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from harness.spec import DTYPES
+from harness.spec import DEVICES, DTYPES
 
 EXIT_USAGE = 2
 
@@ -75,22 +75,29 @@ def cmd_run(args) -> int:
         except shard_mod.ShardError as e:
             raise UsageError(str(e)) from None
     cases = load_cases(args.cases) if args.cases else build_corpus(args.seed)
+    if args.large:
+        from cases.generator import large_cases
+
+        cases = cases + large_cases(args.seed)
     out = _writable_dir(args.out)
     resume = args.resume and os.path.exists(os.path.join(out, JOURNAL))
     if args.resume and not resume and not args.quiet:
         print(f"xentc: nothing to resume in {out} (no {JOURNAL}); running from the start", file=sys.stderr)
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     t0 = time.perf_counter()
+    stats: dict = {}
     try:
         df, versions = runner.run(cases, frameworks, dtypes, log_dir=os.path.join(out, "logs"), apis=apis,
                                   progress=sys.stderr.isatty() and not args.quiet, journal_dir=out, resume=resume,
                                   call_timeout=args.call_timeout or runner.CALL_TIMEOUT_S, batch=not args.no_batch,
-                                  shard=shard)
+                                  shard=shard, device=args.device, stats=stats)
     except ResumeError as e:
         raise UsageError(f"cannot resume: {e}") from None
     elapsed = time.perf_counter() - t0
     meta = results.run_metadata(versions=versions, seed=args.seed, cases_source=args.cases or "built-in corpus",
                                 frameworks=frameworks, dtypes=dtypes, elapsed_s=elapsed)
+    meta["device"] = args.device
+    meta["peak_rss_mib"] = stats.get("peak_rss_mib", {})
     if shard is not None:
         from harness.journal import fingerprint
 
@@ -186,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-batch", action="store_true",
                    help="one case per call, also where a framework batches (JAX; each case still padded to "
                         "its row bucket): slower, the same values")
+    r.add_argument("--large", action="store_true",
+                   help="add the large case: sparse softmax, 4,096 rows x 131,072 classes, float32 "
+                        "(its reference computed a block of rows at a time; about 10 GiB of memory at its peak)")
+    r.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where every API runs (default: cpu). cuda needs each framework's GPU build; a "
+                        "framework that sees no GPU is 'unsupported' there. Compare with a CPU run: "
+                        "xentc report GPU_RUN --against CPU_RUN")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
     mg = sub.add_parser("merge", help="combine the output directories of `xentc run --shard I/N` into one run")

@@ -39,6 +39,15 @@ def md(text) -> str:
     return s.replace("|", "\\|").replace("`", "&#96;").replace("\r", " ").replace("\n", " ")
 
 
+def _peaks(meta: dict) -> str:
+    """'; peak memory: parent N MiB, torch M MiB, ...' from run.json's peak_rss_mib (the peak
+    resident memory of the runner and of each framework's worker processes), or ''."""
+    peaks = {k: v for k, v in (meta.get("peak_rss_mib") or {}).items() if v is not None}
+    if not peaks:
+        return ""
+    return "; peak memory: " + ", ".join(f"{md(k)} {float(v):.0f} MiB" for k, v in peaks.items())
+
+
 def as_float(v) -> float:
     """v as a float; nan where it is not a number (a blank cell, None)."""
     try:
@@ -422,8 +431,8 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None, certificates=N
     L += [f"- date: {md(meta.get('date', ''))}; revision: `{md(meta.get('revision', ''))}`; seed: {meta.get('seed')}; "
           f"cases: {md(meta.get('cases', ''))}",
           "- versions: " + ", ".join(f"{md(k)} {md(x)}" for k, x in sorted(v.items())),
-          f"- platform: {md(meta.get('platform', {}).get('system', ''))}; device: cpu; "
-          f"wall time: {meta.get('elapsed_s', '?')} s",
+          f"- platform: {md(meta.get('platform', {}).get('system', ''))}; device: {md(meta.get('device', 'cpu'))}; "
+          f"wall time: {meta.get('elapsed_s', '?')} s" + _peaks(meta),
           "- reference: float64 numpy for float16/bfloat16/float32 results, long double for float64 "
           "(column `reference` of results.csv)", ""]
 

@@ -8,6 +8,8 @@ families) when the loss is unreduced, so it stays small; otherwise it carries th
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from adapters import Framework, call_plan, gradient_args, split_init, target_transform
@@ -19,7 +21,15 @@ INLINE_MAX = 64  # arrays up to this many elements are written as literals, larg
 
 
 def _literal(a: np.ndarray) -> str:
-    a = np.asarray(a)
+    """A numpy expression of exactly a's values (memoised: the APIs of a family share a case's
+    arrays, so a run writes the same literal many times)."""
+    a = np.ascontiguousarray(a)
+    return _literal_of(a.dtype, a.shape, a.tobytes())
+
+
+@lru_cache(maxsize=4096)
+def _literal_of(dtype: np.dtype, shape: tuple[int, ...], data: bytes) -> str:
+    a = np.frombuffer(data, dtype=dtype).reshape(shape)
     if a.dtype.kind in "iu":
         return f"np.array({a.astype(np.int64).tolist()!r}, dtype=np.int64)"
     if a.dtype.kind == "b":
@@ -65,6 +75,37 @@ def minimise(api: Api, x, t, params, worst_index):
     return x[sl], t[sl], p
 
 
+#: the reference values snippets printed, by what they are of: the APIs of a family share them
+_REFERENCES: dict[tuple, np.ndarray] = {}
+_REFERENCES_MAX = 4096
+
+
+def _key(v):
+    """A hashable key of a value: an array by its dtype, shape and bytes."""
+    if isinstance(v, np.ndarray):
+        v = np.ascontiguousarray(v)
+        return ("array", v.dtype, v.shape, v.tobytes())
+    if isinstance(v, (tuple, list)):
+        return tuple(_key(u) for u in v)
+    return repr(v)
+
+
+def _reference(family: str, x, t, params, conv, prec, quantity: str) -> np.ndarray:
+    """The reference a snippet prints (the loss, or one gradient), in float64; memoised."""
+    key = (family, quantity, _key(x), _key(t), tuple(sorted((k, _key(v)) for k, v in params.items())),
+           tuple(sorted(conv.items())), np.dtype(prec).str)
+    if key not in _REFERENCES:
+        if len(_REFERENCES) >= _REFERENCES_MAX:
+            _REFERENCES.clear()
+        if quantity == "loss":
+            ref = oracle.loss(family, x, t, params, conv, prec).astype(np.float64)
+        else:
+            with np.errstate(over="ignore"):  # printed as inf beyond float64's range
+                ref = oracle.grad(family, x, t, params, conv, prec)[quantity][0].astype(np.float64)
+        _REFERENCES[key] = ref
+    return _REFERENCES[key]
+
+
 def _cut(w, sl, ndim: int):
     """w (broadcastable to the inputs' ndim-D shape, aligned on the right) cut by the inputs' slice
     sl on the axes it does not broadcast."""
@@ -82,13 +123,7 @@ def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quan
     x, t, params = minimise(api, x, t, params, worst_index)
     prec, _ = reference_precision(dtype)
     conv = {k: api.convention(k) for k in ("mean", "axis_mean")}
-    if invalid:
-        ref = None
-    elif quantity == "loss":
-        ref = oracle.loss(api.family, x, t, params, conv, prec).astype(np.float64)
-    else:
-        with np.errstate(over="ignore"):  # printed as inf beyond float64's range
-            ref = oracle.grad(api.family, x, t, params, conv, prec)[quantity][0].astype(np.float64)
+    ref = None if invalid else _reference(api.family, x, t, params, conv, prec, quantity)
     kwargs = call_plan(api, x, t, params)
     names = {id(v): n for n, v in (("x", x), ("t", t))}
     assigns, args = [], {}

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 import adapters
-from harness import badinput, condition, oracle, profile, repro, worker
+from harness import badinput, chunked, condition, oracle, profile, repro, worker
 from harness.casefile import Case
 from harness.compare import grade
 from harness.dtypes import reference_precision
@@ -40,6 +40,8 @@ START_TIMEOUT_S = 300.0
 #: the most rows (and cases) one batched call stacks
 MAX_BATCH_ROWS = 4096
 MAX_BATCH_CASES = 256
+#: a call with more input elements than this is in flight on one worker at a time
+LARGE_CALL_ELEMENTS = 1 << 24
 
 
 @dataclass
@@ -136,46 +138,72 @@ def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
 
 class Reference:
     """Reference values, computed once per (case, dtype, conventions): the loss, and its
-    gradients with the bound on their own error (None for the loss, whose terms never cancel)."""
+    gradients with the bound on their own error (None for the loss, whose terms never cancel).
+    A case taken in blocks of rows (harness.chunked) has its loss computed a block at a time
+    and its gradients never held whole: only for the rows asked for, uncached."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray | None]]] = {}
 
-    def __call__(self, case: Case, api: Api, dtype: str, quantity: str = "loss") -> tuple[np.ndarray, str, np.ndarray | None]:
+    def __call__(self, case: Case, api: Api, dtype: str, quantity: str = "loss",
+                 rows: slice | None = None) -> tuple[np.ndarray, str, np.ndarray | None]:
         conv = (api.convention("mean"), api.convention("axis_mean"))
-        key = (case.id, dtype, conv, quantity == "loss")
         prec, label = reference_precision(dtype)
+        per_block = chunked.rows_per_block(case)
+        if per_block and quantity != "loss":
+            if rows is None:
+                raise ValueError(f"{case.id}: a gradient of a case taken in blocks is computed for some rows only")
+            ref, err = self._compute(case, dtype, conv, quantity, rows)[quantity]
+            return ref, label, err
+        key = (case.id, dtype, conv, quantity == "loss")
         if key not in self._cache:
-            x, t, p = case.in_dtype(dtype)
-            c = {"mean": conv[0], "axis_mean": conv[1]}
-            if quantity == "loss":
-                self._cache[key] = {"loss": (oracle.loss(case.family, x, t, p, c, prec), None)}
+            if per_block:  # the loss of every row, a block at a time
+                parts = [self._compute(case, dtype, conv, "loss", b)["loss"][0]
+                         for b in chunked.blocks(case.inputs.shape[0], per_block)]
+                self._cache[key] = {"loss": (np.concatenate(parts), None)}
             else:
-                u = float(np.finfo(prec).eps) / 2
-                with np.errstate(over="ignore"):  # a bound beyond float64's range widens nothing (compare.grade)
-                    self._cache[key] = {q: (v, (oracle.GRAD_ERROR_BOUND_UREF * u) * np.asarray(s, np.float64))
-                                        for q, (v, s) in oracle.grad(case.family, x, t, p, c, prec).items()}
+                self._cache[key] = self._compute(case, dtype, conv, quantity)
         ref, err = self._cache[key][quantity]
-        return ref, label, err
+        return (ref, label, err) if rows is None else (ref[rows], label, None if err is None else err[rows])
 
-    def condition(self, case: Case, api: Api, dtype: str) -> np.ndarray:
-        """The loss's condition number per output (harness.condition), from the cached
-        reference loss and gradients."""
-        key = (case.id, dtype, (api.convention("mean"), api.convention("axis_mean")), "cond")
-        if key not in self._cache:
-            y = self(case, api, dtype, "loss")[0]
-            try:
-                grads = None
-                if case.family not in SAMPLED_FAMILIES:
+    @staticmethod
+    def _compute(case: Case, dtype: str, conv: tuple, quantity: str, rows: slice | None = None) -> dict:
+        prec, _ = reference_precision(dtype)
+        x, t, p = case.in_dtype(dtype, rows)
+        c = {"mean": conv[0], "axis_mean": conv[1]}
+        if quantity == "loss":
+            return {"loss": (oracle.loss(case.family, x, t, p, c, prec), None)}
+        u = float(np.finfo(prec).eps) / 2
+        with np.errstate(over="ignore"):  # a bound beyond float64's range widens nothing (compare.grade)
+            return {q: (v, (oracle.GRAD_ERROR_BOUND_UREF * u) * np.asarray(s, np.float64))
+                    for q, (v, s) in oracle.grad(case.family, x, t, p, c, prec).items()}
+
+    def condition(self, case: Case, api: Api, dtype: str, rows: slice | None = None) -> np.ndarray:
+        """The loss's condition number per output (harness.condition), from the reference loss
+        and gradients; for a case taken in blocks, of the block `rows` only (uncached)."""
+        conv = (api.convention("mean"), api.convention("axis_mean"))
+        key = (case.id, dtype, conv, "cond")
+        if key in self._cache:
+            return self._cache[key]["cond"][0]
+        per_block = chunked.rows_per_block(case)
+        rows = rows if per_block else None
+        y = self(case, api, dtype, "loss", rows)[0]
+        try:
+            grads = None
+            if case.family not in SAMPLED_FAMILIES:
+                if per_block:
+                    grads = {q: v for q, (v, _) in self._compute(case, dtype, conv, "grad_logits", rows).items()}
+                else:
                     self(case, api, dtype, "grad_logits")
                     grads = {q: v for q, (v, _) in self._cache[key[:3] + (False,)].items()}
-                x, t, p = case.in_dtype(dtype)
-                conv = {"mean": api.convention("mean"), "axis_mean": api.convention("axis_mean")}
-                cond = condition.condition(case.family, x, t, p, conv, reference_precision(dtype)[0], y, grads)
-            except Exception:  # noqa: BLE001 - auxiliary: a condition number it cannot form is nan, never a lost row
-                cond = np.full(np.shape(y), np.nan)
+            x, t, p = case.in_dtype(dtype, rows)
+            cond = condition.condition(case.family, x, t, p, {"mean": conv[0], "axis_mean": conv[1]},
+                                       reference_precision(dtype)[0], y, grads)
+        except Exception:  # noqa: BLE001 - auxiliary: a condition number it cannot form is nan, never a lost row
+            cond = np.full(np.shape(y), np.nan)
+        if not per_block:
             self._cache[key] = {"cond": (cond, None)}
-        return self._cache[key]["cond"][0]
+        return cond
 
 
 REPRO_FAILED = "# repro failed: "
@@ -250,23 +278,46 @@ def worst_input(case: Case, api: Api, data, idx: tuple[int, ...] | None, quantit
     return s
 
 
-class WorkerHandle:
-    """One framework's worker process, restartable."""
+def peak_rss_mib(pid: int | None = None) -> float | None:
+    """The peak resident memory (VmHWM) of process `pid` (default: this one) in MiB; None where
+    the system does not say (no /proc)."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
-    def __init__(self, framework: str, log_dir: str | None, call_timeout: float = CALL_TIMEOUT_S) -> None:
+
+class WorkerHandle:
+    """One framework's worker process, restartable. peak_mib: the largest peak resident memory
+    of its processes so far (sampled before each one ends)."""
+
+    def __init__(self, framework: str, log_dir: str | None, call_timeout: float = CALL_TIMEOUT_S,
+                 device: str = "cpu") -> None:
         self.framework = framework
         self.call_timeout = call_timeout
+        self.device = device
         self.log_path = os.path.join(log_dir, f"{framework}.log") if log_dir else None
         self.version: str | None = None
         self.unavailable: str | None = None
         self.inflight: list[Task] | None = None
         self.deadline = 0.0
+        self.peak_mib: float | None = None
         self.start()
+
+    def sample_peak(self) -> None:
+        m = peak_rss_mib(self.proc.pid) if self.proc.is_alive() else None
+        if m is not None:
+            self.peak_mib = max(self.peak_mib or 0.0, m)
 
     def start(self) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker.main, args=(child, self.framework, self.log_path), daemon=True)
+        self.proc = ctx.Process(target=worker.main, args=(child, self.framework, self.log_path, self.device),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.ready = False
@@ -280,12 +331,14 @@ class WorkerHandle:
                         getattr(tasks, "batched", False)))
 
     def kill(self) -> None:
+        self.sample_peak()
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)
         self.conn.close()
 
     def stop(self) -> None:
+        self.sample_peak()
         try:
             self.conn.send(None)
         except (OSError, BrokenPipeError):
@@ -309,7 +362,8 @@ def _death(proc) -> str:
 def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_dir: str | None = None,
         progress: bool = False, apis: list[Api] | None = None, journal_dir: str | None = None,
         resume: bool = False, call_timeout: float = CALL_TIMEOUT_S, batch: bool = True,
-        shard: tuple[int, int] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        shard: tuple[int, int] | None = None, device: str = "cpu",
+        stats: dict | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Run every case on every API of `frameworks` (or on `apis`, entries of those frameworks).
     Returns (results, {framework: version}).
 
@@ -318,7 +372,13 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     seconds one call may take before its worker is killed and the row is `crashed`. batch: False
     runs every case in a call of its own, padded to its bucket all the same where the framework
     batches (the same values: tests/test_batching.py). shard (I, N):
-    only the planned (case, API, dtype) whose plan index is I-1 modulo N (harness.shard)."""
+    only the planned (case, API, dtype) whose plan index is I-1 modulo N (harness.shard). device:
+    where the workers run the APIs ("cpu", or "cuda": adapters.DEVICES); a framework that cannot
+    run there is `unsupported`, never run elsewhere. stats: a dict this fills with the peak
+    resident memory in MiB of this process ("parent") and of each framework's workers.
+
+    A call whose cases hold more than LARGE_CALL_ELEMENTS input elements is in flight on one
+    worker at a time, so that the frameworks' copies of a large case are not held at once."""
     dtypes = list(dtypes)
     apis = adapters.all_apis(frameworks) if apis is None else apis
     tasks, rows = plan(cases, apis, dtypes)
@@ -364,7 +424,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             finish(task, q, **kw)
 
     def graded(task: Task, quantity: str, out: np.ndarray, seconds: float) -> None:
-        ref, label, ref_err = reference(task.case, task.api, task.dtype, quantity)
+        per_block = chunked.rows_per_block(task.case)
+        if not per_block:
+            ref, label, ref_err = reference(task.case, task.api, task.dtype, quantity)
         shape = task.case.inputs.shape
         if "axis" in task.case.params and shape:  # the class (or mean) axis counted as the last one
             ax = task.case.params["axis"] % len(shape)
@@ -374,7 +436,12 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         n = terms_per_output(FAMILIES[task.case.family].rowwise, shape, task.case.reduction,
                              bool(task.api.convention("axis_mean")))
         tol = tolerance_ulp(task.dtype, n)
-        g = grade(out, ref, task.dtype, tol, ref_err)
+        if per_block:  # the reference a block of rows at a time (harness.chunked)
+            label = reference_precision(task.dtype)[1]
+            g = chunked.grade_blocks(out, lambda rows: reference(task.case, task.api, task.dtype, quantity, rows)[::2],
+                                     chunked.shape_of(task.case, quantity), task.dtype, tol, per_block)
+        else:
+            g = grade(out, ref, task.dtype, tol, ref_err)
         idx = g.worst_index
         detail = g.detail
         if out.dtype.name != task.dtype:
@@ -388,10 +455,15 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         if fidx is not None and fidx != idx:
             row["worst_input_finite"] = worst_input(task.case, task.api, task.case.in_dtype(task.dtype), fidx, quantity)
         if quantity == "loss" and fidx is not None and g.max_ulp_finite > 0:
-            kappa = reference.condition(task.case, task.api, task.dtype)
+            at, rows = fidx, None
+            if per_block:  # the block of the worst row only
+                rows = slice(fidx[0], fidx[0] + 1)
+                at = (0,) + tuple(fidx[1:])
+            kappa = reference.condition(task.case, task.api, task.dtype, rows)
             if kappa.size:
-                k = float(kappa[fidx] if kappa.ndim else kappa)
+                k = float(kappa[at] if kappa.ndim else kappa)
                 row["cond"] = k
+                ref = reference(task.case, task.api, task.dtype, "loss")[0]
                 with np.errstate(over="ignore"):
                     y = float(np.asarray(ref, np.float64)[fidx] if np.ndim(ref) else ref)
                 row["cond_ulp"] = condition.cond_ulp(k, y, task.dtype, n)
@@ -426,7 +498,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                    seconds=seconds, reference="invalid input", worst_input=badinput.KINDS[task.case.invalid].description,
                    repro=_snippet(fws[task.api.framework], task, None, task.case.in_dtype(task.dtype), quantity))
             return
-        ref, label, _ = reference(task.case, task.api, task.dtype, quantity)
+        # the first row only, of a case taken in blocks (harness.chunked)
+        first = slice(0, 1) if chunked.rows_per_block(task.case) else None
+        ref, label, _ = reference(task.case, task.api, task.dtype, quantity, first)
         idx = None  # the whole case, or its first output where the case is large and unreduced
         if task.case.inputs.size > REPRO_FULL_MAX and task.case.reduction == "none":
             idx = (0,) * np.ndim(reference(task.case, task.api, task.dtype, "loss")[0]) or None
@@ -460,13 +534,24 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         h.kill()
         h.start()
 
-    handles = {fw: WorkerHandle(fw, log_dir, call_timeout) for fw in frameworks if queues[fw]}
+    handles = {fw: WorkerHandle(fw, log_dir, call_timeout, device) for fw in frameworks if queues[fw]}
+    every_handle = list(handles.values())
+
+    def large(call) -> bool:
+        return any(t.case.inputs.size > LARGE_CALL_ELEMENTS for t in call)
+
+    def send_next(h: WorkerHandle) -> None:
+        """Send h its next call, unless it is large and another large call is in flight."""
+        q = queues[h.framework]
+        if q and not (large(q[0]) and any(o.inflight is not None and large(o.inflight) for o in handles.values())):
+            h.send(q.popleft())
+
     try:
         while handles:
             for fw, h in list(handles.items()):
                 if h.ready and h.inflight is None:
                     if queues[fw]:
-                        h.send(queues[fw].popleft())
+                        send_next(h)
                     else:
                         h.stop()
                         del handles[fw]
@@ -477,7 +562,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 waitables[h.conn] = h
                 waitables[h.proc.sentinel] = h
             now = time.monotonic()
-            timeout = max(0.0, min(h.deadline for h in handles.values()) - now)
+            busy = [h.deadline for h in handles.values() if h.inflight is not None or not h.ready]
+            timeout = max(0.0, min(busy) - now) if busy else 1.0  # an idle worker waits for a large call
             ready = wait(list(waitables), timeout=min(timeout, 1.0))
             seen = set()
             for obj in ready:
@@ -516,8 +602,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     call_id, results, seconds = msg
                     calls, h.inflight = h.inflight, None
                     assert calls is not None and calls[0].idx == call_id and len(results) == len(calls)
-                    if queues[h.framework]:  # the worker computes the next call while this one is graded
-                        h.send(queues[h.framework].popleft())
+                    send_next(h)  # the worker computes the next call while this one is graded
                     for task, (kind, payload) in zip(calls, results):  # a batch's time, shared
                         if kind == "ok":
                             received(task, payload, seconds / len(calls))
@@ -548,4 +633,10 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         if not r.get("framework_version"):
             r["framework_version"] = versions.get(r["framework"], "")
     df = pd.DataFrame(rows).sort_values("_idx", kind="stable").drop(columns="_idx").reset_index(drop=True)
+    df["device"] = device
+    if stats is not None:
+        peaks = {"parent": peak_rss_mib()}
+        for h in every_handle:
+            peaks[h.framework] = h.peak_mib
+        stats["peak_rss_mib"] = peaks
     return df[[*RESULT_COLUMNS, "repro"]], versions

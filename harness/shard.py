@@ -84,6 +84,16 @@ def merge(dirs: list[str]) -> tuple[pd.DataFrame, dict]:
     meta = {k: v for k, v in metas[0].items() if k != "shard"}
     meta["versions"] = versions
     meta["elapsed_s"] = max(m.get("elapsed_s", 0) for m in metas)
+    devices = sorted({m.get("device", "cpu") for m in metas})
+    if len(devices) > 1:
+        raise ShardError(f"the shards ran on different devices ({', '.join(devices)}): compare them with "
+                         "`xentc diff`, do not merge them")
+    peaks: dict = {}  # per process: the largest over the shards
+    for m in metas:
+        for k, v in (m.get("peak_rss_mib") or {}).items():
+            if v is not None:
+                peaks[k] = max(peaks.get(k, 0.0), v)
+    meta["peak_rss_mib"] = peaks
     meta["date"] = max(m.get("date", "") for m in metas)
     meta["shards"] = [{"dir": d, "index": m["shard"]["index"], "elapsed_s": m.get("elapsed_s")}
                       for d, _, m in sorted(loaded, key=lambda x: x[2]["shard"]["index"])]

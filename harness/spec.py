@@ -138,6 +138,8 @@ ARRAY_PARAMS: tuple[str, ...] = tuple(k for k, v in PARAM_KINDS.items() if v == 
 SCALAR_PARAMS: tuple[str, ...] = tuple(k for k, v in PARAM_KINDS.items() if v in ("number", "int"))
 INT_PARAMS: tuple[str, ...] = tuple(k for k, v in PARAM_KINDS.items() if v == "int")
 REDUCTIONS: tuple[str, ...] = ("none", "sum", "mean")
+#: where `xentc run --device` runs the APIs (adapters.DEVICE_ENV); results column `device`
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
 
 #: Named reference conventions an API may document (values are the defaults).
 #:   mean:      "elements"        -> mean over every element of the unreduced loss

@@ -1,6 +1,7 @@
 """The worker process: owns one framework, calls its APIs on arrays it is sent.
 
-Started with the 'spawn' method so the parent never imports a framework. Protocol over a
+Started with the 'spawn' method so the parent never imports a framework; on the device it is
+given (adapters.DEVICES), which the framework must see, or it reports itself unavailable. Protocol over a
 multiprocessing Pipe (our own processes; case files are never pickled):
   parent -> worker: (call_id, api_id, [(x, t, params), ...], quantities, batched)  or None to stop
   worker -> parent: ("ready", version, info) once, then per call
@@ -36,13 +37,16 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def main(conn, framework: str, log_path: str | None = None) -> None:
+def main(conn, framework: str, log_path: str | None = None, device: str = "cpu") -> None:
     _die_with_parent()
     import adapters
 
     adapter = adapters.load(framework)
     fw = adapter.framework
     os.environ.update(fw.env)
+    os.environ.update(adapters.DEVICE_ENV[device])
+    os.environ.update(fw.device_env.get(device, {}))
+    os.environ["XENTC_DEVICE"] = device
     if log_path:  # framework chatter (TF/XLA logs) goes to a file, not the user's terminal
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 2)
@@ -50,6 +54,11 @@ def main(conn, framework: str, log_path: str | None = None) -> None:
         sys.stdout = sys.stderr = open(fd, "w", buffering=1, closefd=False)
     try:
         fw.setup()
+        if device != "cpu":  # the framework must see the device, or none of its rows claim it
+            why = (fw.device_check(device) if fw.device_check is not None
+                   else f"{framework} runs on the CPU only in this harness")
+            if why:
+                raise RuntimeError(f"not on {device}: {why}")
         from importlib.metadata import version
 
         ver = version(fw.package)
