@@ -6,9 +6,10 @@ rows of at most CHUNK_ELEMENTS elements each. Each output, and each row of a gra
 on its own row only, so a block's reference is the whole case's, row for row, and
 compare.merge_rows makes the blocks' grades the whole one's (tests/test_chunked.py). The
 memory the parent needs beyond the case and the framework's output is then that of one block's
-reference (a few arrays of CHUNK_ELEMENTS in the reference precision), whatever the number of
-rows: a 4,096 x 131,072 case (cases.generator.large_cases) is graded with about 0.3 GiB of
-temporaries instead of tens of GiB.
+reference (a few arrays of CHUNK_ELEMENTS in the reference precision, 32 MiB each in float64),
+whatever the number of rows; whole, a 4,096 x 131,072 case's gradient reference alone would be
+4 GiB, and its bound and grading temporaries several times that (benchmarks/RESULTS.md has the
+peaks measured on cases.generator.large_cases).
 """
 from __future__ import annotations
 

@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "its row bucket): slower, the same values")
     r.add_argument("--large", action="store_true",
                    help="add the large case: sparse softmax, 4,096 rows x 131,072 classes, float32 "
-                        "(its reference computed a block of rows at a time; about 10 GiB of memory at its peak)")
+                        "(its reference computed a block of rows at a time; measured peaks: runner 9 GiB, a "
+                        "worker up to 15 GiB, benchmarks/RESULTS.md)")
     r.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where every API runs (default: cpu). cuda needs each framework's GPU build; a "
                         "framework that sees no GPU is 'unsupported' there. Compare with a CPU run: "
