@@ -18,16 +18,20 @@ from harness.dtypes import reference_precision
 from harness.spec import FAMILIES, Api
 
 INLINE_MAX = 64  # arrays up to this many elements are written as literals, larger ones as hex
+#: literals and references of inputs up to this size are memoised (1,024 entries each at most)
+MEMO_MAX_BYTES = 16384
 
 
 def _literal(a: np.ndarray) -> str:
     """A numpy expression of exactly a's values (memoised: the APIs of a family share a case's
     arrays, so a run writes the same literal many times)."""
     a = np.ascontiguousarray(a)
+    if a.nbytes > MEMO_MAX_BYTES:  # a whole large case: written once, never kept
+        return _literal_of.__wrapped__(a.dtype, a.shape, a.tobytes())
     return _literal_of(a.dtype, a.shape, a.tobytes())
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def _literal_of(dtype: np.dtype, shape: tuple[int, ...], data: bytes) -> str:
     a = np.frombuffer(data, dtype=dtype).reshape(shape)
     if a.dtype.kind in "iu":
@@ -77,7 +81,7 @@ def minimise(api: Api, x, t, params, worst_index):
 
 #: the reference values snippets printed, by what they are of: the APIs of a family share them
 _REFERENCES: dict[tuple, np.ndarray] = {}
-_REFERENCES_MAX = 4096
+_REFERENCES_MAX = 1024
 
 
 def _key(v):
@@ -92,9 +96,13 @@ def _key(v):
 
 def _reference(family: str, x, t, params, conv, prec, quantity: str) -> np.ndarray:
     """The reference a snippet prints (the loss, or one gradient), in float64; memoised."""
-    key = (family, quantity, _key(x), _key(t), tuple(sorted((k, _key(v)) for k, v in params.items())),
-           tuple(sorted(conv.items())), np.dtype(prec).str)
-    if key not in _REFERENCES:
+    size = sum(np.asarray(v).nbytes for v in (x, t, *params.values()) if isinstance(v, np.ndarray))
+    if size > MEMO_MAX_BYTES:
+        key = None  # a whole large case: computed, never kept
+    else:
+        key = (family, quantity, _key(x), _key(t), tuple(sorted((k, _key(v)) for k, v in params.items())),
+               tuple(sorted(conv.items())), np.dtype(prec).str)
+    if key is None or key not in _REFERENCES:
         if len(_REFERENCES) >= _REFERENCES_MAX:
             _REFERENCES.clear()
         if quantity == "loss":
@@ -102,6 +110,8 @@ def _reference(family: str, x, t, params, conv, prec, quantity: str) -> np.ndarr
         else:
             with np.errstate(over="ignore"):  # printed as inf beyond float64's range
                 ref = oracle.grad(family, x, t, params, conv, prec)[quantity][0].astype(np.float64)
+        if key is None:
+            return ref
         _REFERENCES[key] = ref
     return _REFERENCES[key]
 
