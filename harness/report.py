@@ -45,7 +45,10 @@ def _peaks(meta: dict) -> str:
     peaks = {k: v for k, v in (meta.get("peak_rss_mib") or {}).items() if v is not None}
     if not peaks:
         return ""
-    return "; peak memory: " + ", ".join(f"{md(k)} {float(v):.0f} MiB" for k, v in peaks.items())
+    order = ["parent", *meta.get("frameworks", [])]  # the runner first, then the frameworks as run
+    keys = sorted(peaks, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return "; peak memory: " + ", ".join(f"{'runner' if k == 'parent' else md(k)} {float(peaks[k]):.0f} MiB"
+                                         for k in keys)
 
 
 def as_float(v) -> float:

@@ -140,10 +140,20 @@ class Reference:
     """Reference values, computed once per (case, dtype, conventions): the loss, and its
     gradients with the bound on their own error (None for the loss, whose terms never cancel).
     A case taken in blocks of rows (harness.chunked) has its loss computed a block at a time
-    and its gradients never held whole: only for the rows asked for, uncached."""
+    and its gradients never held whole: only for the rows asked for, uncached. `forget` drops
+    a (case, dtype)'s values once no call needs them any more."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray | None]]] = {}
+        self._keys: dict[tuple[str, str], list[tuple]] = {}
+
+    def _put(self, key: tuple, value: dict) -> None:
+        self._cache[key] = value
+        self._keys.setdefault(key[:2], []).append(key)
+
+    def forget(self, case_id: str, dtype: str) -> None:
+        for key in self._keys.pop((case_id, dtype), ()):
+            self._cache.pop(key, None)
 
     def __call__(self, case: Case, api: Api, dtype: str, quantity: str = "loss",
                  rows: slice | None = None) -> tuple[np.ndarray, str, np.ndarray | None]:
@@ -160,9 +170,9 @@ class Reference:
             if per_block:  # the loss of every row, a block at a time
                 parts = [self._compute(case, dtype, conv, "loss", b)["loss"][0]
                          for b in chunked.blocks(case.inputs.shape[0], per_block)]
-                self._cache[key] = {"loss": (np.concatenate(parts), None)}
+                self._put(key, {"loss": (np.concatenate(parts), None)})
             else:
-                self._cache[key] = self._compute(case, dtype, conv, quantity)
+                self._put(key, self._compute(case, dtype, conv, quantity))
         ref, err = self._cache[key][quantity]
         return (ref, label, err) if rows is None else (ref[rows], label, None if err is None else err[rows])
 
@@ -202,7 +212,7 @@ class Reference:
         except Exception:  # noqa: BLE001 - auxiliary: a condition number it cannot form is nan, never a lost row
             cond = np.full(np.shape(y), np.nan)
         if not per_block:
-            self._cache[key] = {"cond": (cond, None)}
+            self._put(key, {"cond": (cond, None)})
         return cond
 
 
@@ -407,10 +417,22 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
 
         bar = tqdm(total=len(tasks), unit="call", desc="xentc run", dynamic_ncols=True)
 
+    # the calls still to finish per (case, dtype): the reference of one is dropped after its last
+    users: dict[tuple[str, str], int] = {}
+    for t in tasks:
+        users[(t.case.id, t.dtype)] = users.get((t.case.id, t.dtype), 0) + 1
+    rows_in: dict[int, int] = {}
+
     def finish(task: Task, quantity: str = "loss", **kw) -> None:
         kw.setdefault("framework_version", versions.get(task.api.framework, ""))
         row = _row(task.case, task.api, task.dtype, quantity=quantity, _idx=_order(task.idx, quantity), **kw)
         rows.append(row)
+        rows_in[task.idx] = rows_in.get(task.idx, 0) + 1
+        if rows_in[task.idx] == len(task.quantities):
+            del rows_in[task.idx]
+            users[(task.case.id, task.dtype)] -= 1
+            if not users[(task.case.id, task.dtype)]:
+                reference.forget(task.case.id, task.dtype)
         if jnl is not None:  # a call is journaled once all its rows are in
             done = pending.setdefault(task.idx, [])
             done.append(row)

@@ -70,6 +70,12 @@ def test_shards_merge_to_the_unsharded_run(tmp_path, monkeypatch, capsys):
                 "--dtypes", "float32", "-q") == 0
     assert _run("merge", str(shards[0]), str(shards[1]), str(other), "--out", str(bad)) == 2
     assert "different runs" in capsys.readouterr().err
+    meta = json.loads((shards[1] / "run.json").read_text())  # a shard run on another device
+    (shards[1] / "run.json").write_text(json.dumps({**meta, "device": "cuda"}))
+    assert _run("merge", *map(str, shards), "--out", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert "different devices (cpu, cuda)" in err and err.count("\n") == 1 and not bad.exists()
+    (shards[1] / "run.json").write_text(json.dumps(meta))
     for value in ("0/3", "4/3", "1", "a/b", "1/0"):
         assert _run("run", "--cases", str(cases), "--out", str(bad), "--shard", value, *ARGS) == 2
         assert capsys.readouterr().err.count("\n") == 1
