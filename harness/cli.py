@@ -104,6 +104,8 @@ def cmd_run(args) -> int:
         meta["shard"] = {"index": shard[0], "count": shard[1],
                          "plan": fingerprint(cases, apis or adapters.all_apis(frameworks), dtypes)}
     results.save(df, out)
+    # this process's peak once the table is written (Parquet and CSV conversion is its largest moment)
+    meta["peak_rss_mib"]["parent"] = runner.peak_rss_mib()
     results.save_metadata(meta, out)
     report.write(df, results.load_metadata(out), out)  # as saved, so a merge or re-render writes the same
     try:
