@@ -87,7 +87,9 @@ def _harness(conn, framework: str, dtypes: list[str], limit: int | None, cache: 
     start = time.perf_counter() - t0
     h.stop()
     t0 = time.perf_counter()
-    df, _ = runner.run([c for c in cases if id(c) in chosen], [framework], dtypes)
+    with tempfile.TemporaryDirectory() as out:  # where xentc run saves the repros' large arrays
+        df, _ = runner.run([c for c in cases if id(c) in chosen], [framework], dtypes,
+                           arrays_dir=os.path.join(out, "repro", "arrays"))
     conn.send((time.perf_counter() - t0 - start, start, len(df), _mib(resource.RUSAGE_SELF),
                _mib(resource.RUSAGE_CHILDREN)))
 
@@ -110,7 +112,9 @@ def _full(conn, cache: str | None) -> None:
     cases = build_corpus(0)
     stats: dict = {}
     t0 = time.perf_counter()
-    df, _ = runner.run(cases, list(adapters.DEFAULT_FRAMEWORKS), DTYPES, stats=stats)
+    with tempfile.TemporaryDirectory() as out:  # where xentc run saves the repros' large arrays
+        df, _ = runner.run(cases, list(adapters.DEFAULT_FRAMEWORKS), DTYPES, stats=stats,
+                           arrays_dir=os.path.join(out, "repro", "arrays"))
     conn.send((time.perf_counter() - t0, starts, len(df), int((df.status != "unsupported").sum()),
                stats["peak_rss_mib"]))
 

@@ -44,7 +44,7 @@ def _writable_dir(path: str) -> str:
 def cmd_run(args) -> int:
     import adapters
     from cases.generator import build_corpus
-    from harness import report, results, runner
+    from harness import report, repro, results, runner
     from harness.casefile import load_cases
 
     from harness.journal import NAME as JOURNAL, ResumeError
@@ -84,13 +84,16 @@ def cmd_run(args) -> int:
     if args.resume and not resume and not args.quiet:
         print(f"xentc: nothing to resume in {out} (no {JOURNAL}); running from the start", file=sys.stderr)
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    arrays = os.path.join(out, *repro.ARRAYS.split("/"))
+    if not resume:  # a fresh run's repros load only arrays it saved itself
+        _clear_arrays(arrays)
     t0 = time.perf_counter()
     stats: dict = {}
     try:
         df, versions = runner.run(cases, frameworks, dtypes, log_dir=os.path.join(out, "logs"), apis=apis,
                                   progress=sys.stderr.isatty() and not args.quiet, journal_dir=out, resume=resume,
                                   call_timeout=args.call_timeout or runner.CALL_TIMEOUT_S, batch=not args.no_batch,
-                                  shard=shard, device=args.device, stats=stats)
+                                  shard=shard, device=args.device, stats=stats, arrays_dir=arrays)
     except ResumeError as e:
         raise UsageError(f"cannot resume: {e}") from None
     elapsed = time.perf_counter() - t0
@@ -118,9 +121,17 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _clear_arrays(arrays: str) -> None:
+    """Remove the arrays an earlier run saved in arrays (DIR/repro/arrays): its own .npy files only."""
+    if os.path.isdir(arrays):
+        for name in os.listdir(arrays):
+            if name.endswith(".npy") or name.endswith(".tmp"):
+                os.remove(os.path.join(arrays, name))
+
+
 def cmd_merge(args) -> int:
-    from harness import report, results
-    from harness.shard import ShardError, merge
+    from harness import report, repro, results
+    from harness.shard import ShardError, copy_arrays, merge
 
     dirs = [_run_dir(d) for d in args.run_dirs]
     try:
@@ -128,6 +139,10 @@ def cmd_merge(args) -> int:
     except ShardError as e:
         raise UsageError(str(e)) from None
     out = _writable_dir(args.out)
+    arrays = os.path.join(out, *repro.ARRAYS.split("/"))
+    if not any(os.path.samefile(d, out) for d in dirs):
+        _clear_arrays(arrays)
+    copy_arrays(dirs, arrays)
     results.save(df, out)
     results.save_metadata(meta, out)
     report.write(df, meta, out)

@@ -501,7 +501,9 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None, certificates=N
 
     L += ["## Discrepancy groups", "",
           "One group per (API, dtype, category, status), worst first; the repro calls the API on the exact "
-          "inputs of the worst row (cut to its worst element or row when unreduced).", ""]
+          "inputs of the worst row (cut to its worst element or row when unreduced). Run the repro files "
+          "from this directory (`python repro/NAME.py`): an array of more than 4,096 elements is loaded from "
+          "`repro/arrays/`.", ""]
     for (api, dtype, cat, status, qty), g, w in groups:
         fname = safe_name(w.framework, api, w.case_id, dtype, *(() if qty == "loss" else (qty,)))
         if w.repro:

@@ -5,9 +5,15 @@ framework's `repro_vjp`) and prints that gradient beside the reference gradient.
 
 The snippet is cut down to the worst element (elementwise families) or worst row (row-wise
 families) when the loss is unreduced, so it stays small; otherwise it carries the whole case.
+Where a run directory is given (`arrays`, as `xentc run` does), an array of more than
+EXTERNAL_MIN elements is not written in the snippet but saved once, by content, as
+DIR/repro/arrays/<sha256>.npy, and the snippet loads it (`np.load('repro/arrays/...')`: run it
+from the run directory). Without, it is written in as hex (a reduced 32,768-class case: 4 MiB).
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -20,12 +26,39 @@ from harness.spec import FAMILIES, Api
 INLINE_MAX = 64  # arrays up to this many elements are written as literals, larger ones as hex
 #: literals and references of inputs up to this size are memoised (1,024 entries each at most)
 MEMO_MAX_BYTES = 16384
+#: arrays of more than this many elements are saved under ARRAYS rather than written in (`arrays`)
+EXTERNAL_MIN = 4096
+#: where snippets load the saved arrays from, relative to the run directory
+ARRAYS = "repro/arrays"
 
 
-def _literal(a: np.ndarray) -> str:
+def _saved(a: np.ndarray, arrays: str) -> str:
+    """np.load of a copy of `a` saved in the directory `arrays` under the SHA-256 of its dtype,
+    shape and bytes (written once: the file of one content is the same in every run)."""
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(a).cast("B"))
+    name = h.hexdigest()[:32] + ".npy"
+    path = os.path.join(arrays, name)
+    if not os.path.exists(path):
+        os.makedirs(arrays, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, a, allow_pickle=False)
+        os.replace(tmp, path)  # never a half-written file under the final name
+    return f"np.load({ARRAYS + '/' + name!r})"
+
+
+def _exact(a: np.ndarray) -> np.ndarray:
+    """a as the snippet holds it: int64, bool or float64 (exact for every dtype of the harness)."""
+    return a.astype(np.int64 if a.dtype.kind in "iu" else bool if a.dtype.kind == "b" else np.float64)
+
+
+def _literal(a: np.ndarray, arrays: str | None = None) -> str:
     """A numpy expression of exactly a's values (memoised: the APIs of a family share a case's
-    arrays, so a run writes the same literal many times)."""
+    arrays, so a run writes the same literal many times); a large one saved under `arrays`."""
     a = np.ascontiguousarray(a)
+    if arrays is not None and a.size > EXTERNAL_MIN:
+        return _saved(np.ascontiguousarray(_exact(a)), arrays)
     if a.nbytes > MEMO_MAX_BYTES:  # a whole large case: written once, never kept
         return _literal_of.__wrapped__(a.dtype, a.shape, a.tobytes())
     return _literal_of(a.dtype, a.shape, a.tobytes())
@@ -126,10 +159,11 @@ def _cut(w, sl, ndim: int):
 
 
 def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quantity: str = "loss",
-            invalid: str | None = None) -> str:
+            invalid: str | None = None, arrays: str | None = None) -> str:
     """Three lines: imports; the inputs; print(framework value, reference value) (a gradient:
     one more, the backward pass). worst_index: the worst output, or None for the whole case.
-    invalid: the kind of an invalid case, printed where the reference value would be."""
+    invalid: the kind of an invalid case, printed where the reference value would be. arrays:
+    the run's DIR/repro/arrays, where large arrays are saved (module docstring), or None."""
     x, t, params = minimise(api, x, t, params, worst_index)
     prec, _ = reference_precision(dtype)
     conv = {k: api.convention(k) for k in ("mean", "axis_mean")}
@@ -141,7 +175,7 @@ def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quan
     def array(k, v):
         var = names.get(id(v), k)
         dt = "int64" if v.dtype.kind in "iu" else "bool" if v.dtype.kind == "b" else dtype
-        assigns.append(f"{var} = " + fw.repro_array.format(values=_literal(v), dtype=dt))
+        assigns.append(f"{var} = " + fw.repro_array.format(values=_literal(v, arrays), dtype=dt))
         return var
 
     tt = target_transform(api, params)
@@ -162,8 +196,12 @@ def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quan
     call = f"{api.name}({', '.join(f'{k}={v}' for k, v in rest.items())})"
     if init is not None:
         call = f"{api.name}({', '.join(f'{k}={v}' for k, v in init.items())})({', '.join(f'{k}={v}' for k, v in rest.items())})"
-    ref_txt = (repr(f"invalid input ({invalid})") if invalid else
-               repr(ref.tolist()).replace("nan", "float('nan')").replace("inf", "float('inf')"))
+    if invalid:
+        ref_txt = repr(f"invalid input ({invalid})")
+    elif arrays is not None and ref.size > EXTERNAL_MIN:
+        ref_txt = _saved(np.ascontiguousarray(ref, np.float64), arrays) + ".tolist()"
+    else:
+        ref_txt = repr(ref.tolist()).replace("nan", "float('nan')").replace("inf", "float('inf')")
     if quantity == "loss":
         return "\n".join([fw.repro_imports, "; ".join(assigns),
                           f"print({api.id!r}, {fw.repro_value.format(expr=call)}, 'reference:', {ref_txt})"]) + "\n"

@@ -224,12 +224,13 @@ PROFILED_CATEGORY = "exhaustive"
 REPRO_FULL_MAX = 4096
 
 
-def _snippet(fw, task: Task, idx, data, quantity: str = "loss") -> str:
-    """The repro of a row (data: the case in the row's dtype); a harness bug here is recorded
-    in the row, never loses the run."""
+def _snippet(fw, task: Task, idx, data, quantity: str = "loss", arrays: str | None = None) -> str:
+    """The repro of a row (data: the case in the row's dtype; arrays: where large arrays are
+    saved, repro.snippet); a harness bug here is recorded in the row, never loses the run."""
     x, t, p = data
     try:
-        return repro.snippet(fw, task.api, task.dtype, x, t, p, idx, quantity, invalid=task.case.invalid)
+        return repro.snippet(fw, task.api, task.dtype, x, t, p, idx, quantity, invalid=task.case.invalid,
+                             arrays=arrays)
     except Exception as e:  # noqa: BLE001 - reported in the row and failed by the test suite
         return f"{REPRO_FAILED}{type(e).__name__}: {e}\n"
 
@@ -373,7 +374,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         progress: bool = False, apis: list[Api] | None = None, journal_dir: str | None = None,
         resume: bool = False, call_timeout: float = CALL_TIMEOUT_S, batch: bool = True,
         shard: tuple[int, int] | None = None, device: str = "cpu",
-        stats: dict | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        stats: dict | None = None, arrays_dir: str | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Run every case on every API of `frameworks` (or on `apis`, entries of those frameworks).
     Returns (results, {framework: version}).
 
@@ -386,6 +387,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     where the workers run the APIs ("cpu", or "cuda": adapters.DEVICES); a framework that cannot
     run there is `unsupported`, never run elsewhere. stats: a dict this fills with the peak
     resident memory in MiB of this process ("parent") and of each framework's workers.
+    arrays_dir: the run's DIR/repro/arrays, where the repro snippets' large arrays are saved
+    (harness.repro; `xentc run` gives it); None writes them into the snippets.
 
     A call whose cases hold more than LARGE_CALL_ELEMENTS input elements is in flight on one
     worker at a time, so that the frameworks' copies of a large case are not held at once."""
@@ -495,7 +498,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             data = task.case.in_dtype(task.dtype)  # rounded once for both
             row["worst_input"] = worst_input(task.case, task.api, data, idx, quantity)
             row["repro"] = _snippet(fws[task.api.framework], task, output_index(task.case, task.api, quantity, idx),
-                                    data, quantity)
+                                    data, quantity, arrays_dir)
         finish(task, quantity, **row)
 
     def bad_input(task: Task, out: np.ndarray, seconds: float) -> None:
@@ -512,13 +515,13 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         finish(task, "loss", status=status, detail=detail, seconds=seconds, reference="invalid input",
                actual=_first(out) if out.dtype.kind in "fiub" else np.nan, n_elements=int(out.size), actual_dtype=out.dtype.name,
                worst_input=badinput.KINDS[task.case.invalid].description,
-               repro=_snippet(fws[task.api.framework], task, None, data))
+               repro=_snippet(fws[task.api.framework], task, None, data, arrays=arrays_dir))
 
     def failed_row(task: Task, status: str, detail: str, seconds: float = np.nan, quantity: str = "loss") -> None:
         if task.case.invalid:  # no reference value: a raise is the API rejecting the input
             finish(task, quantity, status="rejected" if status == "raised" else status, detail=detail,
                    seconds=seconds, reference="invalid input", worst_input=badinput.KINDS[task.case.invalid].description,
-                   repro=_snippet(fws[task.api.framework], task, None, task.case.in_dtype(task.dtype), quantity))
+                   repro=_snippet(fws[task.api.framework], task, None, task.case.in_dtype(task.dtype), quantity, arrays_dir))
             return
         # the first row only, of a case taken in blocks (harness.chunked)
         first = slice(0, 1) if chunked.rows_per_block(task.case) else None
@@ -528,7 +531,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             idx = (0,) * np.ndim(reference(task.case, task.api, task.dtype, "loss")[0]) or None
         finish(task, quantity, status=status, detail=detail, seconds=seconds, reference=label,
                expected=_first(ref),
-               repro=_snippet(fws[task.api.framework], task, idx, task.case.in_dtype(task.dtype), quantity))
+               repro=_snippet(fws[task.api.framework], task, idx, task.case.in_dtype(task.dtype), quantity, arrays_dir))
 
     def failed_all(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
         for q in task.quantities:

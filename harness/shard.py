@@ -5,13 +5,15 @@ modulo N (harness.runner.run), and records in run.json {"shard": {"index": I, "c
 "plan": <fingerprint of cases, APIs and dtypes>}}. `xentc merge DIR...` checks that the
 directories are the N shards of one plan, each once, with the same framework versions, then
 interleaves their rows back into plan order: the merged results.parquet/csv, report.md and
-repro/ are those of the unsharded run (the `seconds` column aside, which is timing).
+repro/ (with the repros' saved arrays, copied from the shards: copy_arrays) are those of the unsharded run (the `seconds` column aside, which is timing).
 run.json: the first shard's, with the largest elapsed_s (the shards' wall time when they run
 side by side), the latest date, and each shard's directory and elapsed_s under "shards".
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 
 import pandas as pd
 
@@ -98,3 +100,18 @@ def merge(dirs: list[str]) -> tuple[pd.DataFrame, dict]:
     meta["shards"] = [{"dir": d, "index": m["shard"]["index"], "elapsed_s": m.get("elapsed_s")}
                       for d, _, m in sorted(loaded, key=lambda x: x[2]["shard"]["index"])]
     return df, meta
+
+
+def copy_arrays(dirs: list[str], arrays: str) -> None:
+    """The repro snippets' saved arrays (DIR/repro/arrays/*.npy, harness.repro) of every shard,
+    into `arrays`: named by their content, so a file two shards saved is the same file."""
+    from harness.repro import ARRAYS
+
+    for d in dirs:
+        src = os.path.join(d, *ARRAYS.split("/"))
+        if not os.path.isdir(src) or (os.path.isdir(arrays) and os.path.samefile(src, arrays)):
+            continue
+        os.makedirs(arrays, exist_ok=True)
+        for name in sorted(os.listdir(src)):
+            if name.endswith(".npy") and not os.path.exists(os.path.join(arrays, name)):
+                shutil.copyfile(os.path.join(src, name), os.path.join(arrays, name))
