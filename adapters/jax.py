@@ -34,9 +34,10 @@ def _cache_env() -> dict[str, str]:
     so that a second run on this machine compiles nothing: XENTC_CACHE_DIR, default
     $XDG_CACHE_HOME/xentc (~/.cache/xentc); XENTC_CACHE_DIR=off disables it. JAX keys its entries
     by the program, the jax/jaxlib version and the compiler options."""
-    root = os.environ.get("XENTC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "xentc")
-    if root == "off":
+    from harness.refcache import cache_root
+
+    root = cache_root()
+    if root is None:
         return {}
     return {"JAX_COMPILATION_CACHE_DIR": os.path.join(root, "jax"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}

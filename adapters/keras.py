@@ -26,6 +26,7 @@ import numpy as np
 
 from adapters import Framework
 from adapters.autodiff import JAX_REPRO, TF_REPRO, TORCH_REPRO, jax_vjp, tf_vjp, torch_vjp
+from adapters.jax import _cache_env as jax_cache_env
 from adapters.jax import device_check as jax_device_check
 from adapters.tensorflow import device_check as tensorflow_device_check
 from adapters.torch import device_check as torch_device_check
@@ -65,8 +66,10 @@ def _to_numpy(t) -> np.ndarray:
 
 _ENV = {
     "tensorflow": {"TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1"},
+    # eager, op by op, as Keras runs outside a compiled train step; each operation's compiled
+    # kernel kept in JAX's persistent compilation cache (adapters.jax), as the jax framework's
     "jax": {"JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1",
-            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"},
+            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1", **jax_cache_env()},
     "torch": {"OMP_NUM_THREADS": "1"},
     "numpy": {},
 }

@@ -11,8 +11,9 @@ harness.runner.plan):
            `direct jit`: the same loop with each call under jax.jit at its own shape.
   harness  `harness.runner.run` (worker process, batching, reference, grading, repro) in a
            process of its own, wall time minus the worker's start-up (imports), measured on
-           its own and reported beside it. With a fresh (cold) and then a filled (warm) JAX
-           compilation cache (XENTC_CACHE_DIR in a temporary directory).
+           its own and reported beside it. With fresh (cold) and then filled (warm) caches
+           (XENTC_CACHE_DIR in a temporary directory): the reference cache (harness.refcache)
+           and, for JAX, the compilation cache.
 Prints calls/second, the ratio harness/direct, and the peak resident memory (ru_maxrss) of
 the direct process, of the harness's parent and of its largest worker. Timings are wall-clock
 on this machine; run nothing else meanwhile.
@@ -76,7 +77,7 @@ def _direct(conn, framework: str, dtypes: list[str], limit: int | None, compiled
 
 
 def _harness(conn, framework: str, dtypes: list[str], limit: int | None, cache: str) -> None:
-    os.environ["XENTC_CACHE_DIR"] = cache  # read by the worker's environment (adapters.jax)
+    os.environ["XENTC_CACHE_DIR"] = cache  # the reference cache, and JAX's in the worker (adapters.jax)
     from harness import runner
 
     cases, tasks = _tasks(framework, dtypes, limit)
@@ -116,7 +117,7 @@ def _full(conn, cache: str | None) -> None:
         df, _ = runner.run(cases, list(adapters.DEFAULT_FRAMEWORKS), DTYPES, stats=stats,
                            arrays_dir=os.path.join(out, "repro", "arrays"))
     conn.send((time.perf_counter() - t0, starts, len(df), int((df.status != "unsupported").sum()),
-               stats["peak_rss_mib"]))
+               stats["peak_rss_mib"], stats["worker_s"]))
 
 
 #: the API each framework's users reach for first, for the large case
@@ -172,11 +173,10 @@ def main(argv=None) -> int:
     for framework in [] if a.skip_direct else a.frameworks.split(","):
         n, direct_s, direct_rss = _in_process(_direct, framework, dtypes, a.limit, False)
         with tempfile.TemporaryDirectory() as cache:
-            runs = [("cold cache", *_in_process(_harness, framework, dtypes, a.limit, cache))]
-            if framework == "jax":
-                runs.append(("warm cache", *_in_process(_harness, framework, dtypes, a.limit, cache)))
+            runs = [(label, *_in_process(_harness, framework, dtypes, a.limit, cache))
+                    for label in ("cold cache", "warm cache")]
         for label, harness_s, start, _, rss, wrss in runs:
-            name = framework + (f" ({label})" if framework == "jax" else "")
+            name = f"{framework} ({label})"
             print(f"| {name} | {n} | {direct_s:.2f} | {n / direct_s:.0f} | {harness_s:.2f} | {n / harness_s:.0f} | "
                   f"{harness_s / direct_s:.3g} | {start:.1f} | {direct_rss:.0f} / {rss:.0f} / {wrss:.0f} |", flush=True)
         if framework == "jax":
@@ -185,13 +185,16 @@ def main(argv=None) -> int:
                   f"{jit_rss:.0f} / | ", flush=True)
     if a.full:
         with tempfile.TemporaryDirectory() as empty:
-            wall, starts, rows, computed, peaks = _in_process(_full, empty if a.cold else None)
+            wall, starts, rows, computed, peaks, worker_s = _in_process(_full, empty if a.cold else None)
         slowest = max(starts, key=starts.get)
         print(f"\nfull make-report workload ({'cold' if a.cold else 'JAX cache as on this machine'}): {rows} rows "
               f"({computed} computed) in {wall:.1f} s; less the slowest start-up ({slowest} {starts[slowest]:.1f} s): "
               f"{wall - starts[slowest]:.1f} s")
         print("start-up s: " + ", ".join(f"{k} {v:.1f}" for k, v in starts.items()))
-        print("peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v is not None), flush=True)
+        print("peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v is not None))
+        print("per framework, its calls' own time / its last answer, from the start, s: " + ", ".join(
+            f"{k} {v['calls']:.1f} / {v['done'] if v['done'] is not None else float('nan'):.1f}"
+            for k, v in worker_s.items()), flush=True)
     if a.large:
         made, wall, rows, peaks = _in_process(_large, a.frameworks.split(","))
         print(f"\nlarge case 4,096 x 131,072 float32 (generated in {made:.1f} s): {len(rows)} rows in {wall:.1f} s")

@@ -101,6 +101,7 @@ def cmd_run(args) -> int:
                                 frameworks=frameworks, dtypes=dtypes, elapsed_s=elapsed)
     meta["device"] = args.device
     meta["peak_rss_mib"] = stats.get("peak_rss_mib", {})
+    meta["worker_s"] = stats.get("worker_s", {})
     if shard is not None:
         from harness.journal import fingerprint
 

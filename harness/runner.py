@@ -2,11 +2,13 @@
 its gradients, harness.spec.QUANTITIES).
 
 Each framework runs in its own worker process (spawned, so this process imports no
-framework). One call is in flight per worker at a time, so when a worker dies or hangs the
-runner knows which call did it: that row becomes `crashed` (with the signal, or `timeout`),
-the worker is restarted, and the run goes on. An exception inside a call is a `raised` row.
-The reference and the grading run here, in the parent, while the workers compute: a worker
-is sent its next call before the results of its last one are graded.
+framework). A worker computes its calls one at a time, in the order sent, so when it dies or
+hangs the runner knows which call did it (the oldest unanswered): that row becomes `crashed`
+(with the signal, or `timeout`), a call sent behind it is sent again, the worker is
+restarted, and the run goes on. An exception inside a call is a `raised` row. The reference
+(persistent across runs: harness.refcache) and the grading run here, in the parent, while the
+workers compute: a worker is sent its next call before the results of its last one are
+graded, and small calls go two deep (PIPELINE_MAX_BYTES).
 
 Where a framework batches (adapters.Framework.batch_rows), the cases of one batch key
 (adapters.batch_key: API, row shape, dtype, scalar parameters) go to its worker as one call of
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 import adapters
-from harness import badinput, chunked, condition, oracle, profile, repro, worker
+from harness import badinput, chunked, condition, oracle, profile, refcache, repro, worker
 from harness.casefile import Case
 from harness.compare import grade
 from harness.dtypes import reference_precision
@@ -42,6 +44,16 @@ MAX_BATCH_ROWS = 4096
 MAX_BATCH_CASES = 256
 #: a call with more input elements than this is in flight on one worker at a time
 LARGE_CALL_ELEMENTS = 1 << 24
+#: a worker is sent its next call while it computes one, when both calls' arrays take at most
+#: this many bytes: then a call and its results fit the pipes' buffers (64 KiB on Linux), so
+#: neither process can block the other on a write
+PIPELINE_MAX_BYTES = 8192
+
+
+def call_bytes(call) -> int:
+    """The bytes of a call's arrays (its cases' inputs, targets and array parameters, as held)."""
+    return sum(t.case.inputs.nbytes + t.case.targets.nbytes
+               + sum(v.nbytes for v in t.case.params.values() if isinstance(v, np.ndarray)) for t in call)
 
 
 @dataclass
@@ -178,15 +190,29 @@ class Reference:
 
     @staticmethod
     def _compute(case: Case, dtype: str, conv: tuple, quantity: str, rows: slice | None = None) -> dict:
+        """The loss, or every gradient with its error bound; from the persistent cache
+        (harness.refcache) when computed before, except for a block of a large case's rows."""
         prec, _ = reference_precision(dtype)
         x, t, p = case.in_dtype(dtype, rows)
         c = {"mean": conv[0], "axis_mean": conv[1]}
-        if quantity == "loss":
-            return {"loss": (oracle.loss(case.family, x, t, p, c, prec), None)}
-        u = float(np.finfo(prec).eps) / 2
-        with np.errstate(over="ignore"):  # a bound beyond float64's range widens nothing (compare.grade)
-            return {q: (v, (oracle.GRAD_ERROR_BOUND_UREF * u) * np.asarray(s, np.float64))
-                    for q, (v, s) in oracle.grad(case.family, x, t, p, c, prec).items()}
+
+        def compute() -> dict[str, np.ndarray]:
+            if quantity == "loss":
+                return {"loss": np.asarray(oracle.loss(case.family, x, t, p, c, prec))}
+            u = float(np.finfo(prec).eps) / 2
+            out = {}
+            with np.errstate(over="ignore"):  # a bound beyond float64's range widens nothing (compare.grade)
+                for q, (v, s) in oracle.grad(case.family, x, t, p, c, prec).items():
+                    out[q] = np.asarray(v)
+                    out[q + ".err"] = (oracle.GRAD_ERROR_BOUND_UREF * u) * np.asarray(s, np.float64)
+            return out
+
+        if rows is None:
+            flat = refcache.cached(("reference", case.family, c, np.dtype(prec).str, quantity == "loss",
+                                    x, t, p), compute)
+        else:
+            flat = compute()
+        return {q: (v, flat.get(q + ".err")) for q, v in flat.items() if not q.endswith(".err")}
 
     def condition(self, case: Case, api: Api, dtype: str, rows: slice | None = None) -> np.ndarray:
         """The loss's condition number per output (harness.condition), from the reference loss
@@ -197,22 +223,29 @@ class Reference:
             return self._cache[key]["cond"][0]
         per_block = chunked.rows_per_block(case)
         rows = rows if per_block else None
-        y = self(case, api, dtype, "loss", rows)[0]
-        try:
-            grads = None
-            if case.family not in SAMPLED_FAMILIES:
-                if per_block:
-                    grads = {q: v for q, (v, _) in self._compute(case, dtype, conv, "grad_logits", rows).items()}
-                else:
-                    self(case, api, dtype, "grad_logits")
-                    grads = {q: v for q, (v, _) in self._cache[key[:3] + (False,)].items()}
-            x, t, p = case.in_dtype(dtype, rows)
-            cond = condition.condition(case.family, x, t, p, {"mean": conv[0], "axis_mean": conv[1]},
-                                       reference_precision(dtype)[0], y, grads)
-        except Exception:  # noqa: BLE001 - auxiliary: a condition number it cannot form is nan, never a lost row
-            cond = np.full(np.shape(y), np.nan)
-        if not per_block:
-            self._put(key, {"cond": (cond, None)})
+        x, t, p = case.in_dtype(dtype, rows)
+        c = {"mean": conv[0], "axis_mean": conv[1]}
+        prec = reference_precision(dtype)[0]
+
+        def compute() -> dict[str, np.ndarray]:
+            y = self(case, api, dtype, "loss", rows)[0]
+            try:
+                grads = None
+                if case.family not in SAMPLED_FAMILIES:
+                    if per_block:
+                        grads = {q: v for q, (v, _) in self._compute(case, dtype, conv, "grad_logits", rows).items()}
+                    else:
+                        self(case, api, dtype, "grad_logits")
+                        grads = {q: v for q, (v, _) in self._cache[key[:3] + (False,)].items()}
+                cond = condition.condition(case.family, x, t, p, c, prec, y, grads)
+            except Exception:  # noqa: BLE001 - auxiliary: a condition number it cannot form is nan, never a lost row
+                cond = np.full(np.shape(y), np.nan)
+            return {"cond": np.asarray(cond)}
+
+        if per_block:
+            return compute()["cond"]
+        cond = refcache.cached(("condition", case.family, c, np.dtype(prec).str, x, t, p), compute)["cond"]
+        self._put(key, {"cond": (cond, None)})
         return cond
 
 
@@ -314,7 +347,7 @@ class WorkerHandle:
         self.log_path = os.path.join(log_dir, f"{framework}.log") if log_dir else None
         self.version: str | None = None
         self.unavailable: str | None = None
-        self.inflight: list[Task] | None = None
+        self.inflight: deque[list[Task]] = deque()  # the calls sent and not answered, oldest first
         self.deadline = 0.0
         self.peak_mib: float | None = None
         self.start()
@@ -332,14 +365,20 @@ class WorkerHandle:
         self.proc.start()
         child.close()
         self.ready = False
+        self.unsent = False  # the worker died before its oldest call in flight reached it
         self.deadline = time.monotonic() + START_TIMEOUT_S
 
     def send(self, tasks: list[Task]) -> None:
-        """One call: a task, or a batch (runner.Call) of tasks of one batch key."""
-        self.inflight = tasks
-        self.deadline = time.monotonic() + self.call_timeout
-        self.conn.send((tasks[0].idx, tasks[0].api.id, [t.case.in_dtype(t.dtype) for t in tasks], tasks[0].quantities,
-                        getattr(tasks, "batched", False)))
+        """One call: a task, or a batch (runner.Call) of tasks of one batch key. The deadline is
+        the oldest call's: it runs now."""
+        if not self.inflight:
+            self.deadline = time.monotonic() + self.call_timeout
+        self.inflight.append(tasks)
+        try:
+            self.conn.send((tasks[0].idx, tasks[0].api.id, [t.case.in_dtype(t.dtype) for t in tasks],
+                            tasks[0].quantities, getattr(tasks, "batched", False)))
+        except OSError:  # the worker is dead: its death is read next (lost)
+            self.unsent = self.unsent or len(self.inflight) == 1  # then no call it was sent ran
 
     def kill(self) -> None:
         self.sample_peak()
@@ -386,7 +425,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     only the planned (case, API, dtype) whose plan index is I-1 modulo N (harness.shard). device:
     where the workers run the APIs ("cpu", or "cuda": adapters.DEVICES); a framework that cannot
     run there is `unsupported`, never run elsewhere. stats: a dict this fills with the peak
-    resident memory in MiB of this process ("parent") and of each framework's workers.
+    resident memory in MiB of this process ("parent") and of each framework's workers
+    ("peak_rss_mib"), and per framework the seconds its calls took in its worker and when, from
+    the workers' start, its last call was answered ("worker_s": {"calls", "done"}).
     arrays_dir: the run's DIR/repro/arrays, where the repro snippets' large arrays are saved
     (harness.repro; `xentc run` gives it); None writes them into the snippets.
 
@@ -550,9 +591,14 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 failed_row(task, "raised", payload, seconds, q)
 
     def lost(h: WorkerHandle, why: str) -> None:
-        """The call in flight crashed or hung: a batch is sent again one case per call."""
-        calls, h.inflight = h.inflight, None
-        if len(calls) > 1:
+        """The call running crashed or hung: a batch is sent again one case per call; a call
+        sent behind it, which never ran, is sent again as it was."""
+        calls, later = h.inflight[0], list(h.inflight)[1:]
+        h.inflight.clear()
+        queues[h.framework].extendleft(reversed(later))
+        if h.unsent:  # the worker was dead before it was sent: it never ran
+            queues[h.framework].appendleft(calls)
+        elif len(calls) > 1:
             queues[h.framework].extendleft(Call([t]) for t in reversed(calls))
         else:
             failed_all(calls[0], "crashed", why)
@@ -561,24 +607,33 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
 
     handles = {fw: WorkerHandle(fw, log_dir, call_timeout, device) for fw in frameworks if queues[fw]}
     every_handle = list(handles.values())
+    t_start = time.monotonic()
+    busy_s = dict.fromkeys(handles, 0.0)  # per framework: its calls' own time
+    done_s: dict[str, float] = {}  # per framework: when its last call was answered, from the start
 
     def large(call) -> bool:
         return any(t.case.inputs.size > LARGE_CALL_ELEMENTS for t in call)
 
     def send_next(h: WorkerHandle) -> None:
-        """Send h its next call, unless it is large and another large call is in flight."""
+        """Send h its next call, unless it is large and another large call is in flight, or h
+        computes a call already and either is not small (PIPELINE_MAX_BYTES)."""
         q = queues[h.framework]
-        if q and not (large(q[0]) and any(o.inflight is not None and large(o.inflight) for o in handles.values())):
+        while q and len(h.inflight) < 2:
+            if h.inflight and (call_bytes(q[0]) > PIPELINE_MAX_BYTES or call_bytes(h.inflight[0]) > PIPELINE_MAX_BYTES):
+                return
+            if large(q[0]) and any(large(c) for o in handles.values() for c in o.inflight):
+                return
             h.send(q.popleft())
 
     try:
         while handles:
             for fw, h in list(handles.items()):
-                if h.ready and h.inflight is None:
+                if h.ready and len(h.inflight) < 2:
                     if queues[fw]:
                         send_next(h)
-                    else:
+                    elif not h.inflight:
                         h.stop()
+                        done_s[fw] = time.monotonic() - t_start
                         del handles[fw]
             if not handles:
                 break
@@ -587,7 +642,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 waitables[h.conn] = h
                 waitables[h.proc.sentinel] = h
             now = time.monotonic()
-            busy = [h.deadline for h in handles.values() if h.inflight is not None or not h.ready]
+            busy = [h.deadline for h in handles.values() if h.inflight or not h.ready]
             timeout = max(0.0, min(busy) - now) if busy else 1.0  # an idle worker waits for a large call
             ready = wait(list(waitables), timeout=min(timeout, 1.0))
             seen = set()
@@ -603,7 +658,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 except (EOFError, OSError):
                     h.proc.join(5)
                     why = _death(h.proc)
-                    if h.inflight is not None:
+                    if h.inflight:
                         lost(h, why)
                     elif not h.ready:  # died while starting: its calls cannot run
                         for t in (t for call in queues[h.framework] for t in call):
@@ -625,8 +680,11 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     del handles[h.framework]
                 else:
                     call_id, results, seconds = msg
-                    calls, h.inflight = h.inflight, None
-                    assert calls is not None and calls[0].idx == call_id and len(results) == len(calls)
+                    busy_s[h.framework] += seconds
+                    calls = h.inflight.popleft()
+                    assert calls[0].idx == call_id and len(results) == len(calls)
+                    if h.inflight:  # the worker started the call behind it now
+                        h.deadline = time.monotonic() + h.call_timeout
                     send_next(h)  # the worker computes the next call while this one is graded
                     for task, (kind, payload) in zip(calls, results):  # a batch's time, shared
                         if kind == "ok":
@@ -635,8 +693,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                             failed_all(task, "raised", payload, seconds / len(calls))
             now = time.monotonic()
             for fw, h in list(handles.items()):
-                if now > h.deadline and (h.inflight is not None or not h.ready):
-                    if h.inflight is not None:
+                if now > h.deadline and (h.inflight or not h.ready):
+                    if h.inflight:
                         lost(h, f"timeout after {h.call_timeout:g} s")
                     else:
                         for t in (t for call in queues[fw] for t in call):
@@ -645,6 +703,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                         h.kill()
                         del handles[fw]
     finally:
+        refcache.flush()
         for h in handles.values():
             h.kill()
         if bar is not None:
@@ -664,4 +723,6 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         for h in every_handle:
             peaks[h.framework] = h.peak_mib
         stats["peak_rss_mib"] = peaks
+        stats["worker_s"] = {fw: {"calls": round(busy_s[fw], 2), "done": round(done_s[fw], 2) if fw in done_s else None}
+                             for fw in busy_s}
     return df[[*RESULT_COLUMNS, "repro"]], versions

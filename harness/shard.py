@@ -96,6 +96,14 @@ def merge(dirs: list[str]) -> tuple[pd.DataFrame, dict]:
             if v is not None:
                 peaks[k] = max(peaks.get(k, 0.0), v)
     meta["peak_rss_mib"] = peaks
+    worker_s: dict = {}  # per framework: its calls' time summed over the shards, the latest answer
+    for m in metas:
+        for k, v in (m.get("worker_s") or {}).items():
+            w = worker_s.setdefault(k, {"calls": 0.0, "done": None})
+            w["calls"] = round(w["calls"] + (v.get("calls") or 0.0), 2)
+            if v.get("done") is not None:
+                w["done"] = max(w["done"] or 0.0, v["done"])
+    meta["worker_s"] = worker_s
     meta["date"] = max(m.get("date", "") for m in metas)
     meta["shards"] = [{"dir": d, "index": m["shard"]["index"], "elapsed_s": m.get("elapsed_s")}
                       for d, _, m in sorted(loaded, key=lambda x: x[2]["shard"]["index"])]

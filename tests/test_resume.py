@@ -29,7 +29,7 @@ from harness.journal import Journal, ResumeError, fingerprint
 KILL_SEED = 20240611
 RUN_ARGS = ["--frameworks", "torch,faulty", "--dtypes", "float32,float64", "-q"]
 #: run.json keys that differ between two runs of the same plan
-VOLATILE_META = {"date", "elapsed_s", "peak_rss_mib"}  # peak memory: of the processes of that invocation
+VOLATILE_META = {"date", "elapsed_s", "peak_rss_mib", "worker_s"}  # memory and timings: of that invocation
 #: what `xentc run` writes once the last call is in, in order (harness.results, harness.report),
 #: all of it before it removes the journal
 WRITES = ("results.parquet.tmp", "results.parquet", "results.csv", "run.json", "repro")

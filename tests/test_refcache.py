@@ -1,0 +1,95 @@
+"""The persistent reference cache (harness.refcache, M7): a warm run computes no reference and
+writes the same results table as the cold run; keys tell apart what the reference tells
+apart; a damaged cache costs one warning line, never a run."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import condition, oracle, refcache, repro, runner
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh cache directory for this test (and no state of another one in this process)."""
+    monkeypatch.setenv("XENTC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(refcache, "_store", None)
+    monkeypatch.setattr(refcache, "_broken", None)
+    yield tmp_path / "cache"
+    refcache.flush()
+
+
+@pytest.mark.conformance
+@pytest.mark.xdist_group("torch")
+def test_warm_run_computes_no_reference_and_writes_the_same_table(cache, monkeypatch):
+    from cases.generator import build_corpus
+
+    cases = build_corpus(0)[::9]  # every family, reduced and not, weights, invalid input
+    dtypes = ["float16", "float32", "float64"]
+    cold, _ = runner.run(cases, ["torch"], dtypes)
+    assert (cache / refcache.FILE).stat().st_size > 0
+    assert (cold.status != "unsupported").sum() > 200 and cold.repro.fillna("").str.len().gt(0).sum() > 20
+    assert (cold.status == "silent_value").any()  # with a reading, computed again in the warm run
+
+    def computing(real):
+        def computed(*a, **k):
+            # the readings of a silent value (harness.badinput, a few rows) are not cached
+            if sys._getframe(1).f_globals["__name__"] == "harness.badinput":
+                return real(*a, **k)
+            raise AssertionError("a reference was computed in the warm run")
+        return computed
+
+    monkeypatch.setattr(repro, "_REFERENCES", {})  # the snippets' in-process memo
+    for mod, name in ((oracle, "loss"), (oracle, "grad"), (condition, "condition")):
+        monkeypatch.setattr(mod, name, computing(getattr(mod, name)))
+    warm, _ = runner.run(cases, ["torch"], dtypes)
+    pd.testing.assert_frame_equal(warm.drop(columns="seconds"), cold.drop(columns="seconds"))
+
+
+def test_keys_tell_apart_what_the_reference_does(cache):
+    a = np.array([1.0, 2.0, 3.0])
+    k = refcache.key("reference", "sigmoid", a, {"weight": a, "reduction": "mean"})
+    assert k == refcache.key("reference", "sigmoid", a.copy(), {"reduction": "mean", "weight": a})  # dict order
+    others = [refcache.key("reference", "sigmoid", a.astype(np.float32), {"weight": a, "reduction": "mean"}),
+              refcache.key("reference", "sigmoid", a.reshape(3, 1), {"weight": a, "reduction": "mean"}),
+              refcache.key("reference", "sigmoid", a, {"weight": a, "reduction": "sum"}),
+              refcache.key("reference", "binary", a, {"weight": a, "reduction": "mean"}),
+              refcache.key("reference", "sigmoid", a[::-1], {"weight": a, "reduction": "mean"})]
+    assert len({k, *others}) == 1 + len(others)
+    assert refcache.key(np.float64(1.0)) != refcache.key(np.array(1.0)) != refcache.key(np.array([1.0]))
+
+
+def test_values_come_back_bit_for_bit(cache):
+    value = {"loss": np.array([1.5, -0.0, np.nan, np.inf], dtype=np.longdouble) / 3,
+             "scalar": np.asarray(np.float64(2.5)), "empty": np.zeros((0, 4)), "t": np.arange(6.0).reshape(2, 3).T}
+    refcache.put(refcache.key("v"), value)
+    refcache.flush()
+    other = refcache._Store(str(cache / refcache.FILE))  # another process's view: from the file
+    got = other.get(refcache.key("v"))
+    assert set(got) == set(value)
+    for name, v in value.items():
+        assert got[name].dtype == v.dtype and got[name].shape == v.shape
+        assert got[name].tobytes() == np.ascontiguousarray(v).tobytes()
+
+
+def test_a_damaged_cache_costs_one_warning_line(cache, capsys):
+    cache.mkdir()
+    (cache / refcache.FILE).write_bytes(b"not a database" * 100)
+    calls = []
+    for _ in range(3):
+        v = refcache.cached(("x", np.arange(3.0)), lambda: calls.append(1) or {"v": np.arange(3.0)})
+        assert np.array_equal(v["v"], np.arange(3.0))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(calls) == 3 and len(err) == 1 and err[0].startswith("xentc: warning: reference cache ")
+
+
+def test_off_keeps_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("XENTC_CACHE_DIR", "off")
+    monkeypatch.setattr(refcache, "_store", None)
+    calls = []
+    for _ in range(2):
+        refcache.cached(("y",), lambda: calls.append(1) or {"v": np.zeros(2)})
+    assert len(calls) == 2 and refcache.cache_root() is None
