@@ -29,6 +29,7 @@ def test_warm_run_computes_no_reference_and_writes_the_same_table(cache, monkeyp
 
     cases = build_corpus(0)[::9]  # every family, reduced and not, weights, invalid input
     dtypes = ["float16", "float32", "float64"]
+    monkeypatch.setattr(repro, "_REFERENCES", {})  # the snippets' in-process memo: filled by earlier tests
     cold, _ = runner.run(cases, ["torch"], dtypes)
     assert (cache / refcache.FILE).stat().st_size > 0
     assert (cold.status != "unsupported").sum() > 200 and cold.repro.fillna("").str.len().gt(0).sum() > 20
@@ -42,7 +43,7 @@ def test_warm_run_computes_no_reference_and_writes_the_same_table(cache, monkeyp
             raise AssertionError("a reference was computed in the warm run")
         return computed
 
-    monkeypatch.setattr(repro, "_REFERENCES", {})  # the snippets' in-process memo
+    monkeypatch.setattr(repro, "_REFERENCES", {})
     for mod, name in ((oracle, "loss"), (oracle, "grad"), (condition, "condition")):
         monkeypatch.setattr(mod, name, computing(getattr(mod, name)))
     warm, _ = runner.run(cases, ["torch"], dtypes)
