@@ -84,7 +84,7 @@ def cmd_run(args) -> int:
     if args.resume and not resume and not args.quiet:
         print(f"xentc: nothing to resume in {out} (no {JOURNAL}); running from the start", file=sys.stderr)
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
-    arrays = os.path.join(out, *repro.ARRAYS.split("/"))
+    arrays = repro.arrays_dir(out)
     if not resume:  # a fresh run's repros load only arrays it saved itself
         _clear_arrays(arrays)
     t0 = time.perf_counter()
@@ -140,7 +140,7 @@ def cmd_merge(args) -> int:
     except ShardError as e:
         raise UsageError(str(e)) from None
     out = _writable_dir(args.out)
-    arrays = os.path.join(out, *repro.ARRAYS.split("/"))
+    arrays = repro.arrays_dir(out)
     if not any(os.path.samefile(d, out) for d in dirs):
         _clear_arrays(arrays)
     copy_arrays(dirs, arrays)

@@ -76,12 +76,17 @@ def _feed(h, v) -> None:
         h.update(f"v{type(v).__name__}:{v!r};".encode())
 
 
-def key(*parts) -> bytes:
-    """The entry of these parts (arrays by dtype, shape and bytes; dicts by sorted key)."""
-    h = hashlib.sha256(VERSION)
+def content_hash(*parts, version: bytes = b"") -> bytes:
+    """SHA-256 of these parts (arrays by dtype, shape and bytes; dicts by sorted key)."""
+    h = hashlib.sha256(version)
     for p in parts:
         _feed(h, p)
     return h.digest()
+
+
+def key(*parts) -> bytes:
+    """The entry of these parts: their content_hash under this cache's VERSION."""
+    return content_hash(*parts, version=VERSION)
 
 
 def _encode(value: dict[str, np.ndarray]) -> bytes | None:
@@ -137,7 +142,7 @@ def _give_up(e: Exception) -> None:
           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
     try:
         if _store is not None:
-            _store.db.close()
+            _store.close()
     except sqlite3.Error:
         pass
     _store = None

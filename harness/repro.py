@@ -12,7 +12,6 @@ from the run directory). Without, it is written in as hex (a reduced 32,768-clas
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import lru_cache
 
@@ -32,12 +31,15 @@ EXTERNAL_MIN = 4096
 ARRAYS = "repro/arrays"
 
 
+def arrays_dir(run_dir: str) -> str:
+    """Where the run in run_dir keeps its snippets' saved arrays (ARRAYS)."""
+    return os.path.join(run_dir, *ARRAYS.split("/"))
+
+
 def _saved(a: np.ndarray, arrays: str) -> str:
     """np.load of a copy of `a` saved in the directory `arrays` under the SHA-256 of its dtype,
     shape and bytes (written once: the file of one content is the same in every run)."""
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-    h.update(a.reshape(-1).view(np.uint8))
-    name = h.hexdigest()[:32] + ".npy"
+    name = refcache.content_hash(a).hex()[:32] + ".npy"
     path = os.path.join(arrays, name)
     if not os.path.exists(path):
         os.makedirs(arrays, exist_ok=True)

@@ -113,10 +113,10 @@ def merge(dirs: list[str]) -> tuple[pd.DataFrame, dict]:
 def copy_arrays(dirs: list[str], arrays: str) -> None:
     """The repro snippets' saved arrays (DIR/repro/arrays/*.npy, harness.repro) of every shard,
     into `arrays`: named by their content, so a file two shards saved is the same file."""
-    from harness.repro import ARRAYS
+    from harness.repro import arrays_dir
 
     for d in dirs:
-        src = os.path.join(d, *ARRAYS.split("/"))
+        src = arrays_dir(d)
         if not os.path.isdir(src) or (os.path.isdir(arrays) and os.path.samefile(src, arrays)):
             continue
         os.makedirs(arrays, exist_ok=True)
