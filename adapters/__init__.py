@@ -322,6 +322,10 @@ def call(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[
     return _call_eager(fw, api, x, t, params, quantities)
 
 
+#: the widest row (elements) that batch_key stacks with others
+BATCH_MAX_ROW = 4096
+
+
 def batch_key(api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any], quantities: tuple[str, ...],
               invalid: str | None = None) -> tuple | None:
     """What cases must share to run as one call on their stacked rows, or None when this one runs
@@ -330,8 +334,12 @@ def batch_key(api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any],
     it runs alone), with no gradient of a weight (shared by the rows). Each output row then
     depends on its own input row only, for every family but the sampled ones; in an elementwise
     family each output element depends on its own input element only, so its cases are stacked
-    as one column of elements ("flat"), whatever their number of columns."""
-    from harness.spec import FAMILIES, SAMPLED_FAMILIES
+    as one column of elements ("flat"), whatever their number of columns, unless the API averages
+    each row's elements (convention axis_mean): then its rows are stacked. Rows of more than
+    BATCH_MAX_ROW elements run alone, at their own shape: the compiler may reduce a wide row in
+    another order at another number of rows (measured: keras[jax], 2 x 32,768 classes against
+    the 8-row bucket, 2 of 19,236 rows changed), and padding them buys little."""
+    from harness.spec import SAMPLED_FAMILIES
 
     if (invalid or api.family in SAMPLED_FAMILIES or np.ndim(x) != 2 or x.shape[0] == 0
             or params.get("reduction", "none") != "none" or "axis" in params or "grad_weights" in quantities
@@ -339,9 +347,20 @@ def batch_key(api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any],
         return None
     scalars = tuple(sorted((k, repr(v.item() if isinstance(v, np.ndarray) else v))
                            for k, v in params.items() if k != "reduction"))
-    flat = not FAMILIES[api.family].rowwise and np.shape(t) == np.shape(x)
+    flat = _flat(api, [(x, t)])
+    if not flat and x.shape[1] > BATCH_MAX_ROW:
+        return None
     rows = ("flat",) if flat else (x.shape[1:], np.shape(t)[1:])
     return (api.id, *rows, scalars, tuple(quantities))
+
+
+def _flat(api: Api, pairs: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Whether cases of `api` stack as one column of elements: an elementwise family, targets
+    shaped as the inputs, and no mean over each row's elements (convention axis_mean)."""
+    from harness.spec import FAMILIES
+
+    return (not FAMILIES[api.family].rowwise and not api.convention("axis_mean")
+            and all(np.shape(t) == np.shape(x) for x, t in pairs))
 
 
 def _bucket(n: int) -> int:
@@ -357,9 +376,8 @@ def call_batch(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray
     shape share the compiled function of a few bucket shapes. Returns, per case,
     ("ok", {quantity: (kind, payload)}) or ("raised", message). When the stacked call raises,
     or returns outputs that are not one row per input row, each case is called on its own."""
-    from harness.spec import FAMILIES
 
-    flat = not FAMILIES[api.family].rowwise and all(np.shape(t) == np.shape(x) for x, t, _ in items)
+    flat = _flat(api, [(x, t) for x, t, _ in items])
     xs = [x.reshape(-1, 1) if flat else x for x, _, _ in items]
     ts = [t.reshape(-1, 1) if flat else t for _, t, _ in items]
     rows = [len(x) for x in xs]

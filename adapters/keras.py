@@ -100,6 +100,10 @@ FRAMEWORKS = {
         device_check=_DEVICE_CHECK[b],
         vjp=_AUTODIFF[b][0],
         repro_vjp=_AUTODIFF[b][1],
+        # keras[jax] compiles each operation once per shape: stacking rows into buckets leaves
+        # it few shapes (the values unchanged: tests/test_batching.py); the others dispatch
+        # op by op without compiling, and gain little from it
+        batch_rows=b == "jax",
     )
     for b in BACKENDS
 }

@@ -64,6 +64,8 @@ def cmd_run(args) -> int:
         if not apis:
             raise UsageError(f"no API of {', '.join(frameworks)} matches --apis {args.apis!r} (`xentc list` lists them)")
         frameworks = [f for f in frameworks if any(a.framework == f for a in apis)]
+    if args.cpus is not None and args.cpus < 1:
+        raise UsageError(f"--cpus must be at least 1, got {args.cpus}")
     if args.call_timeout is not None and not args.call_timeout > 0:
         raise UsageError(f"--call-timeout must be a positive number of seconds, got {args.call_timeout}")
     shard = None
@@ -93,7 +95,8 @@ def cmd_run(args) -> int:
         df, versions = runner.run(cases, frameworks, dtypes, log_dir=os.path.join(out, "logs"), apis=apis,
                                   progress=sys.stderr.isatty() and not args.quiet, journal_dir=out, resume=resume,
                                   call_timeout=args.call_timeout or runner.CALL_TIMEOUT_S, batch=not args.no_batch,
-                                  shard=shard, device=args.device, stats=stats, arrays_dir=arrays)
+                                  shard=shard, device=args.device, stats=stats, arrays_dir=arrays,
+                                  cpus=args.cpus)
     except ResumeError as e:
         raise UsageError(f"cannot resume: {e}") from None
     elapsed = time.perf_counter() - t0
@@ -209,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only the I-th of N interleaved parts of the plan (1 <= I <= N), e.g. one per CI job; "
                         "`xentc merge` puts the N output directories back together")
     r.add_argument("--no-batch", action="store_true",
-                   help="one case per call, also where a framework batches (JAX; each case still padded to "
+                   help="one case per call, also where a framework batches (jax, keras[jax]; each case still padded to "
                         "its row bucket): slower, the same values")
     r.add_argument("--large", action="store_true",
                    help="add the large case: sparse softmax, 4,096 rows x 131,072 classes, float32 "
@@ -219,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where every API runs (default: cpu). cuda needs each framework's GPU build; a "
                         "framework that sees no GPU is 'unsupported' there. Compare with a CPU run: "
                         "xentc report GPU_RUN --against CPU_RUN")
+    r.add_argument("--cpus", type=int, metavar="N",
+                   help="while fewer workers than N run, the framework with the most work left gets another "
+                        "(default: the CPUs this process may use; 1: one worker per framework)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
     mg = sub.add_parser("merge", help="combine the output directories of `xentc run --shard I/N` into one run")

@@ -8,7 +8,9 @@ hangs the runner knows which call did it (the oldest unanswered): that row becom
 restarted, and the run goes on. An exception inside a call is a `raised` row. The reference
 (persistent across runs: harness.refcache) and the grading run here, in the parent, while the
 workers compute: a worker is sent its next call before the results of its last one are
-graded, and small calls go two deep (PIPELINE_MAX_BYTES).
+graded, and small calls go two deep (PIPELINE_MAX_BYTES). When a CPU is free (fewer workers
+than CPUs: the other frameworks have finished), the framework with the most work left gets a
+second worker, which takes calls from the other end of its queue (run's spare).
 
 Where a framework batches (adapters.Framework.batch_rows), the cases of one batch key
 (adapters.batch_key: API, row shape, dtype, scalar parameters) go to its worker as one call of
@@ -48,6 +50,17 @@ LARGE_CALL_ELEMENTS = 1 << 24
 #: this many bytes: then a call and its results fit the pipes' buffers (64 KiB on Linux), so
 #: neither process can block the other on a write
 PIPELINE_MAX_BYTES = 8192
+#: a framework gets another worker on a free CPU only when its queued calls would take each of
+#: its workers longer than this (a worker's start-up takes 0.5-4 s of CPU)
+MIN_SPLIT_S = 10.0
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def call_bytes(call) -> int:
@@ -350,6 +363,7 @@ class WorkerHandle:
         self.inflight: deque[list[Task]] = deque()  # the calls sent and not answered, oldest first
         self.deadline = 0.0
         self.peak_mib: float | None = None
+        self.from_back = False  # takes its calls from the back of its framework's queue (run's spare)
         self.start()
 
     def sample_peak(self) -> None:
@@ -413,7 +427,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         progress: bool = False, apis: list[Api] | None = None, journal_dir: str | None = None,
         resume: bool = False, call_timeout: float = CALL_TIMEOUT_S, batch: bool = True,
         shard: tuple[int, int] | None = None, device: str = "cpu",
-        stats: dict | None = None, arrays_dir: str | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        stats: dict | None = None, arrays_dir: str | None = None,
+        cpus: int | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Run every case on every API of `frameworks` (or on `apis`, entries of those frameworks).
     Returns (results, {framework: version}).
 
@@ -427,9 +442,12 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     run there is `unsupported`, never run elsewhere. stats: a dict this fills with the peak
     resident memory in MiB of this process ("parent") and of each framework's workers
     ("peak_rss_mib"), and per framework the seconds its calls took in its worker and when, from
-    the workers' start, its last call was answered ("worker_s": {"calls", "done"}).
+    the workers' start, its last call was answered, and how many worker processes ran them
+    (spares included, restarts not) ("worker_s": {"calls", "done", "workers"}).
     arrays_dir: the run's DIR/repro/arrays, where the repro snippets' large arrays are saved
-    (harness.repro; `xentc run` gives it); None writes them into the snippets.
+    (harness.repro; `xentc run` gives it); None writes them into the snippets. cpus: while fewer
+    workers than this run (default: usable_cpus), the framework with the most work left gets
+    another worker (spare, below); 1 never starts one. Which worker runs a call changes no value.
 
     A call whose cases hold more than LARGE_CALL_ELEMENTS input elements is in flight on one
     worker at a time, so that the frameworks' copies of a large case are not held at once."""
@@ -605,44 +623,88 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         h.kill()
         h.start()
 
-    handles = {fw: WorkerHandle(fw, log_dir, call_timeout, device) for fw in frameworks if queues[fw]}
-    every_handle = list(handles.values())
+    handles = [WorkerHandle(fw, log_dir, call_timeout, device) for fw in frameworks if queues[fw]]
+    every_handle = list(handles)
     t_start = time.monotonic()
-    busy_s = dict.fromkeys(handles, 0.0)  # per framework: its calls' own time
+    busy_s = {h.framework: 0.0 for h in handles}  # per framework: its calls' own time
+    answered = dict.fromkeys(busy_s, 0)  # per framework: its calls answered
     done_s: dict[str, float] = {}  # per framework: when its last call was answered, from the start
+    cpus = usable_cpus() if cpus is None else cpus
+    no_spare: set[str] = set()  # frameworks a worker of which failed to start: no spare for them
 
     def large(call) -> bool:
         return any(t.case.inputs.size > LARGE_CALL_ELEMENTS for t in call)
+
+    def next_call(h: WorkerHandle):
+        q = queues[h.framework]
+        return q[-1] if h.from_back else q[0]
 
     def send_next(h: WorkerHandle) -> None:
         """Send h its next call, unless it is large and another large call is in flight, or h
         computes a call already and either is not small (PIPELINE_MAX_BYTES)."""
         q = queues[h.framework]
         while q and len(h.inflight) < 2:
-            if h.inflight and (call_bytes(q[0]) > PIPELINE_MAX_BYTES or call_bytes(h.inflight[0]) > PIPELINE_MAX_BYTES):
+            c = next_call(h)
+            if h.inflight and (call_bytes(c) > PIPELINE_MAX_BYTES or call_bytes(h.inflight[0]) > PIPELINE_MAX_BYTES):
                 return
-            if large(q[0]) and any(large(c) for o in handles.values() for c in o.inflight):
+            if large(c) and any(large(o) for w in handles for o in w.inflight):
                 return
-            h.send(q.popleft())
+            h.send(q.pop() if h.from_back else q.popleft())
+
+    def retire(h: WorkerHandle) -> None:
+        handles.remove(h)
+        if not any(w.framework == h.framework for w in handles):
+            done_s[h.framework] = time.monotonic() - t_start
+
+    def cannot_start(h: WorkerHandle, status: str, detail: str) -> None:
+        """h did not start: its framework's queued calls cannot run, unless another of its
+        workers runs them."""
+        h.kill()
+        retire(h)
+        no_spare.add(h.framework)
+        if not any(w.framework == h.framework and w.ready for w in handles):
+            for t in (t for call in queues[h.framework] for t in call):
+                finish_all(t, status=status, detail=detail)
+            queues[h.framework].clear()
+
+    def spare() -> None:
+        """While fewer workers than CPUs run, and none is starting, start one more for the
+        framework whose queued calls (at its mean time per call so far) would take its workers
+        the longest, if more than MIN_SPLIT_S; it takes its calls from the back of the queue,
+        the other workers from the front, so that each sees APIs and shapes of its own."""
+        if len(handles) >= cpus or any(not h.ready for h in handles):
+            return
+        most, best = MIN_SPLIT_S, None
+        for fw, q in queues.items():
+            n = sum(h.framework == fw for h in handles)
+            if q and answered.get(fw) and 0 < n < cpus and fw not in no_spare:
+                left = len(q) * busy_s[fw] / answered[fw] / n
+                if left > most:
+                    most, best = left, fw
+        if best is not None:
+            h = WorkerHandle(best, log_dir, call_timeout, device)
+            h.from_back = True
+            handles.append(h)
+            every_handle.append(h)
 
     try:
         while handles:
-            for fw, h in list(handles.items()):
+            for h in list(handles):
                 if h.ready and len(h.inflight) < 2:
-                    if queues[fw]:
+                    if queues[h.framework]:
                         send_next(h)
                     elif not h.inflight:
                         h.stop()
-                        done_s[fw] = time.monotonic() - t_start
-                        del handles[fw]
+                        retire(h)
             if not handles:
                 break
+            spare()
             waitables = {}
-            for h in handles.values():
+            for h in handles:
                 waitables[h.conn] = h
                 waitables[h.proc.sentinel] = h
             now = time.monotonic()
-            busy = [h.deadline for h in handles.values() if h.inflight or not h.ready]
+            busy = [h.deadline for h in handles if h.inflight or not h.ready]
             timeout = max(0.0, min(busy) - now) if busy else 1.0  # an idle worker waits for a large call
             ready = wait(list(waitables), timeout=min(timeout, 1.0))
             seen = set()
@@ -661,11 +723,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     if h.inflight:
                         lost(h, why)
                     elif not h.ready:  # died while starting: its calls cannot run
-                        for t in (t for call in queues[h.framework] for t in call):
-                            finish_all(t, status="crashed", detail=f"worker failed to start: {why}")
-                        queues[h.framework].clear()
-                        h.kill()
-                        del handles[h.framework]
+                        cannot_start(h, "crashed", f"worker failed to start: {why}")
                     continue
                 if msg[0] == "ready":
                     h.ready, h.version = True, msg[1]
@@ -673,14 +731,11 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     if jnl is not None:
                         jnl.check_version(h.framework, msg[1])
                 elif msg[0] == "unavailable":
-                    for t in (t for call in queues[h.framework] for t in call):
-                        finish_all(t, status="unsupported", detail=f"framework {h.framework} unavailable: {msg[1]}")
-                    queues[h.framework].clear()
-                    h.stop()
-                    del handles[h.framework]
+                    cannot_start(h, "unsupported", f"framework {h.framework} unavailable: {msg[1]}")
                 else:
                     call_id, results, seconds = msg
                     busy_s[h.framework] += seconds
+                    answered[h.framework] += 1
                     calls = h.inflight.popleft()
                     assert calls[0].idx == call_id and len(results) == len(calls)
                     if h.inflight:  # the worker started the call behind it now
@@ -692,19 +747,15 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                         else:
                             failed_all(task, "raised", payload, seconds / len(calls))
             now = time.monotonic()
-            for fw, h in list(handles.items()):
+            for h in list(handles):
                 if now > h.deadline and (h.inflight or not h.ready):
                     if h.inflight:
                         lost(h, f"timeout after {h.call_timeout:g} s")
                     else:
-                        for t in (t for call in queues[fw] for t in call):
-                            finish_all(t, status="crashed", detail=f"worker did not start in {START_TIMEOUT_S:.0f} s")
-                        queues[fw].clear()
-                        h.kill()
-                        del handles[fw]
+                        cannot_start(h, "crashed", f"worker did not start in {START_TIMEOUT_S:.0f} s")
     finally:
         refcache.flush()
-        for h in handles.values():
+        for h in handles:
             h.kill()
         if bar is not None:
             bar.close()
@@ -720,9 +771,11 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     df["device"] = device
     if stats is not None:
         peaks = {"parent": peak_rss_mib()}
-        for h in every_handle:
-            peaks[h.framework] = h.peak_mib
+        for h in every_handle:  # a framework's largest, of all its workers
+            if h.framework not in peaks or (h.peak_mib or 0.0) > (peaks[h.framework] or 0.0):
+                peaks[h.framework] = h.peak_mib
         stats["peak_rss_mib"] = peaks
-        stats["worker_s"] = {fw: {"calls": round(busy_s[fw], 2), "done": round(done_s[fw], 2) if fw in done_s else None}
+        stats["worker_s"] = {fw: {"calls": round(busy_s[fw], 2), "done": round(done_s[fw], 2) if fw in done_s else None,
+                                  "workers": sum(h.framework == fw for h in every_handle)}
                              for fw in busy_s}
     return df[[*RESULT_COLUMNS, "repro"]], versions

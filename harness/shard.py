@@ -96,11 +96,13 @@ def merge(dirs: list[str]) -> tuple[pd.DataFrame, dict]:
             if v is not None:
                 peaks[k] = max(peaks.get(k, 0.0), v)
     meta["peak_rss_mib"] = peaks
-    worker_s: dict = {}  # per framework: its calls' time summed over the shards, the latest answer
+    # per framework: its calls' time and its workers summed over the shards, the latest answer
+    worker_s: dict = {}
     for m in metas:
         for k, v in (m.get("worker_s") or {}).items():
-            w = worker_s.setdefault(k, {"calls": 0.0, "done": None})
+            w = worker_s.setdefault(k, {"calls": 0.0, "done": None, "workers": 0})
             w["calls"] = round(w["calls"] + (v.get("calls") or 0.0), 2)
+            w["workers"] += v.get("workers") or 1
             if v.get("done") is not None:
                 w["done"] = max(w["done"] or 0.0, v["done"])
     meta["worker_s"] = worker_s

@@ -2,7 +2,8 @@
 as one call (adapters.Framework.batch_rows: JAX, rows stacked and padded to a power-of-two
 bucket, under jax.jit), every row of the results equals, in every column but the timing
 `seconds`, the row of the same run with one case per call (`runner.run(batch=False)`, each case
-alone in its bucket). (XLA's results can depend on the shape it compiles for: at its exact
+alone in its bucket). keras[jax], which runs eagerly, batches too (without jax.jit), and there
+every row equals the row of each case run alone at its own shape, unpadded. (XLA's results can depend on the shape it compiles for: at its exact
 shape instead of its bucket, 2 of 5,121 JAX rows differed in the last bits of a float64
 gradient, both within tolerance; so the bucket is part of how JAX is measured.)
 
@@ -43,6 +44,31 @@ def test_batched_equals_one_at_a_time(dtypes):
     assert sum(len(c) for c in calls if len(c) > 1) > len(tasks) / 4
 
 
+@pytest.mark.conformance
+@pytest.mark.xdist_group("keras-jax")
+def test_keras_jax_batched_equals_unbatched(monkeypatch):
+    """keras[jax] runs eagerly, op by op; its batches change no value against each case alone at
+    its own shape, unpadded (rows wider than adapters.BATCH_MAX_ROW run alone: at 32,768 classes
+    the 8-row bucket changed a value). The cases here are those a keras[jax] API batches."""
+    apis = adapters.all_apis(["keras[jax]"])
+    dtypes = ("float32", "float64")
+    every, _ = runner.plan(build_corpus(0), apis, dtypes)
+    batched_ids = {t.case.id for c in runner.batches(every, True) if c.batched for t in c}
+    cases = [c for c in build_corpus(0) if c.id in batched_ids]
+    assert len(cases) > 20
+    batched, _ = runner.run(cases, ["keras[jax]"], dtypes)
+    plain = runner.batches
+    monkeypatch.setattr(runner, "batches", lambda tasks, batch_rows, stack=True: plain(tasks, False, stack))
+    alone, _ = runner.run(cases, ["keras[jax]"], dtypes)
+    assert len(batched) == len(alone) > 0
+    a, b = _comparable(batched), _comparable(alone)
+    differ = (a != b).any(axis=1)
+    assert not differ.any(), "batched and unbatched keras[jax] rows differ:\n" + "\n".join(
+        f"{r.api} {r.case_id} {r.dtype} {r.quantity}: " + ", ".join(
+            f"{c} {a.at[i, c]!r} vs {b.at[i, c]!r}" for c in a.columns if a.at[i, c] != b.at[i, c] and c != "repro")
+        for i, r in batched[differ].head(10).iterrows())
+
+
 def test_batch_plan():
     cases = {c.id: c for c in build_corpus(0)}
     jax_apis = {a.id: a for a in adapters.all_apis(["jax"])}
@@ -60,6 +86,8 @@ def test_batch_plan():
         key = adapters.batch_key(t.api, t.case.inputs, t.case.targets, t.case.params, t.quantities, t.case.invalid)
         if t.case.invalid or t.case.reduction != "none" or "axis" in t.case.params or t.case.inputs.ndim != 2:
             assert key is None, t.case.id
+        elif t.case.inputs.shape[1] > adapters.BATCH_MAX_ROW and t.case.family.startswith(("softmax", "sparse")):
+            assert key is None, t.case.id  # a wide row runs at its own shape
     # without batch_rows (torch) one task per call, run as it is; batch=False: one task per call,
     # padded to its bucket as in a batch
     torch_tasks, _ = runner.plan(list(cases.values()), adapters.all_apis(["torch"]), ["float32"])

@@ -1,0 +1,62 @@
+"""Spare workers (M7): when a CPU is free, the framework with the most work left gets a second
+worker, which takes calls from the other end of the queue (harness.runner.run's spare). Which
+worker runs a call must change no value, a fault in a spare costs its call's rows only, and a
+spare that cannot start loses nothing.
+
+Uses the test-only framework of tests/faulty_adapter.py (slow calls, faults by magic value)."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import faulty_adapter as fa
+from harness import runner
+from harness.casefile import parse_cases
+from test_faults import DTYPES, check_fault_rows, fault, normal
+
+CALL_TIMEOUT = 5.0
+
+
+def doc(abort: bool = True) -> dict:
+    """Slow normal calls, with faults near both ends of the queue: the spare, which starts
+    after the first answer and works from the back, meets the last ones."""
+    cases = [fault("raise-first", fa.RAISE)]
+    for i in range(24):
+        c = normal(i)
+        c["inputs"][0][2] = fa.SLOW
+        cases.append(c)
+    cases += [fault("abort-near-end", fa.ABORT)] if abort else []
+    cases += [normal(24), fault("raise-last", fa.RAISE)]
+    return {"cases": cases}
+
+
+def run(cpus: int, abort: bool = True) -> tuple[pd.DataFrame, dict]:
+    stats: dict = {}
+    df, _ = runner.run(parse_cases(doc(abort)), ["faulty"], DTYPES, call_timeout=CALL_TIMEOUT, cpus=cpus, stats=stats)
+    return df, stats["worker_s"]["faulty"]
+
+
+@pytest.fixture
+def spare_soon(monkeypatch):
+    """A spare as soon as one call is answered (the calls here take 0.05 s, not minutes)."""
+    fa.register(monkeypatch)
+    monkeypatch.setattr(runner, "MIN_SPLIT_S", 0.1)
+
+
+def test_a_spare_worker_changes_no_value(spare_soon):
+    alone, one = run(cpus=1)
+    assert one["workers"] == 1
+    spared, two = run(cpus=2)
+    assert two["workers"] == 2, two  # the spare started
+    cases = parse_cases(doc())
+    assert check_fault_rows(spared, cases, ["faulty"]) == check_fault_rows(alone, cases, ["faulty"]) > 0
+    pd.testing.assert_frame_equal(spared.drop(columns="seconds"), alone.drop(columns="seconds"))
+
+
+def test_a_spare_that_cannot_start_loses_nothing(spare_soon, monkeypatch, tmp_path):
+    alone, _ = run(cpus=1, abort=False)
+    monkeypatch.setenv(fa.ONE_WORKER, str(tmp_path / "started"))  # any worker after the first aborts
+    spared, w = run(cpus=3, abort=False)
+    assert w["workers"] == 2, w  # one spare tried, and no other after it failed
+    assert not (spared.status == "crashed").any()
+    pd.testing.assert_frame_equal(spared.drop(columns="seconds"), alone.drop(columns="seconds"))
