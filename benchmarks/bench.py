@@ -192,9 +192,10 @@ def main(argv=None) -> int:
               f"{wall - starts[slowest]:.1f} s")
         print("start-up s: " + ", ".join(f"{k} {v:.1f}" for k, v in starts.items()))
         print("peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v is not None))
-        print("per framework, its calls' own time / its last answer, from the start, s: " + ", ".join(
-            f"{k} {v['calls']:.1f} / {v['done'] if v['done'] is not None else float('nan'):.1f}"
-            for k, v in worker_s.items()), flush=True)
+        print("per framework, its calls' own time / its last answer, from the start, s (workers, where more "
+              "than one): " + ", ".join(
+                  f"{k} {v['calls']:.1f} / {v['done'] if v['done'] is not None else float('nan'):.1f}"
+                  + (f" ({v['workers']})" if v.get("workers", 1) > 1 else "") for k, v in worker_s.items()), flush=True)
     if a.large:
         made, wall, rows, peaks = _in_process(_large, a.frameworks.split(","))
         print(f"\nlarge case 4,096 x 131,072 float32 (generated in {made:.1f} s): {len(rows)} rows in {wall:.1f} s")

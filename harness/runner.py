@@ -8,7 +8,8 @@ hangs the runner knows which call did it (the oldest unanswered): that row becom
 restarted, and the run goes on. An exception inside a call is a `raised` row. The reference
 (persistent across runs: harness.refcache) and the grading run here, in the parent, while the
 workers compute: a worker is sent its next call before the results of its last one are
-graded, and small calls go two deep (PIPELINE_MAX_BYTES). When a CPU is free (fewer workers
+graded: up to PIPELINE_DEPTH calls go to a worker ahead (it reads its pipe in a thread of its
+own, harness.worker, so neither side's write can wait on the other's). When a CPU is free (fewer workers
 than CPUs: the other frameworks have finished), the framework with the most work left gets a
 second worker, which takes calls from the other end of its queue (run's spare).
 
@@ -46,13 +47,15 @@ MAX_BATCH_ROWS = 4096
 MAX_BATCH_CASES = 256
 #: a call with more input elements than this is in flight on one worker at a time
 LARGE_CALL_ELEMENTS = 1 << 24
-#: a worker is sent its next call while it computes one, when both calls' arrays take at most
-#: this many bytes: then a call and its results fit the pipes' buffers (64 KiB on Linux), so
-#: neither process can block the other on a write
-PIPELINE_MAX_BYTES = 8192
+#: the calls a worker is sent ahead (it reads them in a thread of its own, harness.worker): the
+#: parent's grading and the worker's calls vary in time, call by call, and at two deep each
+#: side waited for the other about a third of a torch run
+PIPELINE_DEPTH = 8
 #: a framework gets another worker on a free CPU only when its queued calls would take each of
 #: its workers longer than this (a worker's start-up takes 0.5-4 s of CPU)
 MIN_SPLIT_S = 10.0
+#: ... estimated from this many of its calls at least
+SPLIT_AFTER = 5
 
 
 def usable_cpus() -> int:
@@ -61,12 +64,6 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def call_bytes(call) -> int:
-    """The bytes of a call's arrays (its cases' inputs, targets and array parameters, as held)."""
-    return sum(t.case.inputs.nbytes + t.case.targets.nbytes
-               + sum(v.nbytes for v in t.case.params.values() if isinstance(v, np.ndarray)) for t in call)
 
 
 @dataclass
@@ -627,7 +624,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     every_handle = list(handles)
     t_start = time.monotonic()
     busy_s = {h.framework: 0.0 for h in handles}  # per framework: its calls' own time
-    answered = dict.fromkeys(busy_s, 0)  # per framework: its calls answered
+    # per framework: its latest calls' times (the median, robust to a first call's warm-up)
+    recent = {fw: deque(maxlen=32) for fw in busy_s}
     done_s: dict[str, float] = {}  # per framework: when its last call was answered, from the start
     cpus = usable_cpus() if cpus is None else cpus
     no_spare: set[str] = set()  # frameworks a worker of which failed to start: no spare for them
@@ -640,14 +638,11 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         return q[-1] if h.from_back else q[0]
 
     def send_next(h: WorkerHandle) -> None:
-        """Send h its next call, unless it is large and another large call is in flight, or h
-        computes a call already and either is not small (PIPELINE_MAX_BYTES)."""
+        """Send h its next calls, up to PIPELINE_DEPTH in flight, unless the next is large and
+        another large call is in flight."""
         q = queues[h.framework]
-        while q and len(h.inflight) < 2:
-            c = next_call(h)
-            if h.inflight and (call_bytes(c) > PIPELINE_MAX_BYTES or call_bytes(h.inflight[0]) > PIPELINE_MAX_BYTES):
-                return
-            if large(c) and any(large(o) for w in handles for o in w.inflight):
+        while q and len(h.inflight) < PIPELINE_DEPTH:
+            if large(next_call(h)) and any(large(o) for w in handles for o in w.inflight):
                 return
             h.send(q.pop() if h.from_back else q.popleft())
 
@@ -669,16 +664,17 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
 
     def spare() -> None:
         """While fewer workers than CPUs run, and none is starting, start one more for the
-        framework whose queued calls (at its mean time per call so far) would take its workers
-        the longest, if more than MIN_SPLIT_S; it takes its calls from the back of the queue,
-        the other workers from the front, so that each sees APIs and shapes of its own."""
+        framework whose queued calls (at the median time of its latest calls, SPLIT_AFTER at
+        least) would take its workers the longest, if more than MIN_SPLIT_S. It takes its calls
+        from the back of the queue, the other workers from the front, so that each sees APIs
+        and shapes of its own."""
         if len(handles) >= cpus or any(not h.ready for h in handles):
             return
         most, best = MIN_SPLIT_S, None
         for fw, q in queues.items():
             n = sum(h.framework == fw for h in handles)
-            if q and answered.get(fw) and 0 < n < cpus and fw not in no_spare:
-                left = len(q) * busy_s[fw] / answered[fw] / n
+            if q and len(recent[fw]) >= SPLIT_AFTER and 0 < n < cpus and fw not in no_spare:
+                left = len(q) * sorted(recent[fw])[len(recent[fw]) // 2] / n
                 if left > most:
                     most, best = left, fw
         if best is not None:
@@ -690,7 +686,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     try:
         while handles:
             for h in list(handles):
-                if h.ready and len(h.inflight) < 2:
+                if h.ready and len(h.inflight) < PIPELINE_DEPTH:
                     if queues[h.framework]:
                         send_next(h)
                     elif not h.inflight:
@@ -735,7 +731,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 else:
                     call_id, results, seconds = msg
                     busy_s[h.framework] += seconds
-                    answered[h.framework] += 1
+                    recent[h.framework].append(seconds)
                     calls = h.inflight.popleft()
                     assert calls[0].idx == call_id and len(results) == len(calls)
                     if h.inflight:  # the worker started the call behind it now

@@ -37,6 +37,30 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
+def _reader(conn):
+    """A queue the calls arrive in, read off the pipe by a thread of their own: the runner's
+    send of a call never waits for this worker to finish the call before it, so the runner can
+    send the next call of any size while this one computes and neither blocks the other (each
+    side's writes are read while it works). None: stop, or the runner is gone."""
+    import queue
+    import threading
+
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            inbox.put(msg)
+            if msg is None:
+                return
+
+    threading.Thread(target=read, name="xentc-reader", daemon=True).start()
+    return inbox
+
+
 def main(conn, framework: str, log_path: str | None = None, device: str = "cpu") -> None:
     _die_with_parent()
     import adapters
@@ -67,12 +91,10 @@ def main(conn, framework: str, log_path: str | None = None, device: str = "cpu")
         return
     apis = {a.id: a for a in adapter.apis}
     conn.send(("ready", ver, {"python": sys.version.split()[0]}))
+    inbox = _reader(conn)
     while True:
-        try:
-            msg = conn.recv()
-        except EOFError:  # the runner is gone
-            break
-        if msg is None:
+        msg = inbox.get()
+        if msg is None:  # the end, or the runner is gone
             break
         call_id, api_id, items, quantities, batched = msg
         t0 = time.perf_counter()
