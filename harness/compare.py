@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .dtypes import to_dtype
-from .ulp import ulp, ulp_distance, value_class
+from .ulp import rounded_distance, ulp, value_class
 
 
 @dataclass
@@ -53,10 +53,11 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
     with np.errstate(over="ignore"):
         ref_rounded = to_dtype(reference.astype(np.float64), dtype)
     act = np.asarray(actual, dtype=np.float64)
-    ulps = ulp_distance(act, ref_rounded, dtype)
-    # classes in the tested dtype too: a wider result (float32 for float16 inputs) that
-    # overflows the dtype is inf there, as the reference is
-    ca, cr = value_class(to_dtype(act, dtype)), value_class(ref_rounded)
+    # classes in the tested dtype: a wider result (float32 for float16 inputs) that overflows
+    # the dtype is inf there, as the reference is
+    act_rounded = to_dtype(act, dtype)
+    ca, cr = value_class(act_rounded), value_class(ref_rounded)
+    ulps = rounded_distance(act_rounded, ref_rounded, ca, cr, dtype)
     ref_hp = reference.astype(np.longdouble)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         abs_err = np.where((ca == 0) & (cr == 0), np.abs(act.astype(np.longdouble) - ref_hp), 0)

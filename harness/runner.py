@@ -23,6 +23,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -56,6 +57,23 @@ PIPELINE_DEPTH = 8
 MIN_SPLIT_S = 10.0
 #: ... estimated from this many of its calls at least
 SPLIT_AFTER = 5
+
+
+def keep_heap(limit: int = 64 << 20) -> None:
+    """glibc: serve allocations up to `limit` bytes from the heap and keep freed memory there,
+    rather than a fresh mmap for each (the default above 128 KiB-32 MiB). Grading a 65,536-element
+    gradient makes some twenty temporaries of 512 KiB: as fresh mmaps, each one's pages were
+    faulted in again (measured: compare.grade 7.4 ms -> 4.2 ms). Elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, limit)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 2 * limit)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def usable_cpus() -> int:
@@ -448,6 +466,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
 
     A call whose cases hold more than LARGE_CALL_ELEMENTS input elements is in flight on one
     worker at a time, so that the frameworks' copies of a large case are not held at once."""
+    keep_heap()
     dtypes = list(dtypes)
     apis = adapters.all_apis(frameworks) if apis is None else apis
     tasks, rows = plan(cases, apis, dtypes)

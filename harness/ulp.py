@@ -29,20 +29,24 @@ def ordered_key(a: np.ndarray, dtype: str) -> np.ndarray:
 def value_class(a) -> np.ndarray:
     """0 finite, 1 nan, 2 +inf, 3 -inf."""
     a = np.asarray(a, dtype=np.float64)
-    return np.select([np.isnan(a), a == np.inf, a == -np.inf], [1, 2, 3], 0)
+    return np.where(np.isfinite(a), 0, np.where(np.isnan(a), 1, np.where(a > 0, 2, 3)))
 
 
 def ulp_distance(actual, expected, dtype: str) -> np.ndarray:
     """Elementwise ULP distance (float64) between two arrays of `dtype` values."""
     a = to_dtype(np.asarray(actual, dtype=np.float64), dtype)
     e = to_dtype(np.asarray(expected, dtype=np.float64), dtype)
+    return rounded_distance(a, e, value_class(a), value_class(e), dtype)
+
+
+def rounded_distance(a: np.ndarray, e: np.ndarray, ca: np.ndarray, ce: np.ndarray, dtype: str) -> np.ndarray:
+    """ulp_distance of values already rounded to `dtype`, given their value classes."""
     ka, ke = ordered_key(a, dtype), ordered_key(e, dtype)
     same_sign = (ka >= 0) == (ke >= 0)
     with np.errstate(over="ignore"):
         d_same = np.abs(np.where(same_sign, ka - ke, 0)).astype(np.float64)
     d_cross = np.abs(ka).astype(np.float64) + np.abs(ke).astype(np.float64)  # may exceed 2**63
     d = np.where(same_sign, d_same, d_cross)
-    ca, ce = value_class(a), value_class(e)
     return np.where(ca != ce, np.inf, np.where(ca != 0, 0.0, d))
 
 
