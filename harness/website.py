@@ -134,7 +134,8 @@ def _repro(text, case_id: str) -> dict:
     text = text or ""
     if len(text) <= SITE_REPRO_MAX:
         if "np.load('repro/arrays/" in text:  # harness.repro.ARRAYS: the large inputs are the run's files
-            text += "# the np.load files are in the run directory's repro/arrays/: run this from that directory\n"
+            text += ("# the np.load files are in the run directory's repro/arrays/, named by content (`xentc run`, "
+                     "e.g. `make report` -> reports/latest, writes the same ones): run this from that directory\n")
         return {"repro": text, "repro_cut": 0}
     head = text[:SITE_REPRO_MAX].rsplit("\n", 1)[0]
     note = (f"\n# ... cut here: the whole snippet ({len(text):,} characters) embeds every input of the reduced "
