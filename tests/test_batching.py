@@ -24,6 +24,17 @@ def _comparable(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns="seconds").astype(object).where(df.drop(columns="seconds").notna(), "NA").astype(str)
 
 
+def assert_same_rows(batched: pd.DataFrame, other: pd.DataFrame, what: str) -> None:
+    """Every row equal in every column but `seconds`; else the first ten that differ, and how."""
+    assert len(batched) == len(other) > 0
+    a, b = _comparable(batched), _comparable(other)
+    differ = (a != b).any(axis=1)
+    assert not differ.any(), f"batched and {what} rows differ:\n" + "\n".join(
+        f"{r.api} {r.case_id} {r.dtype} {r.quantity}: "
+        + ", ".join(f"{c} {a.at[i, c]!r} vs {b.at[i, c]!r}" for c in a.columns if a.at[i, c] != b.at[i, c] and c != "repro")
+        for i, r in batched[differ].head(10).iterrows())
+
+
 @pytest.mark.conformance
 @pytest.mark.xdist_group("jax")
 @pytest.mark.parametrize("dtypes", [("float32", "bfloat16"), ("float64", "float16")])
@@ -31,13 +42,7 @@ def test_batched_equals_one_at_a_time(dtypes):
     cases = [c for c in build_corpus(0) if c.category not in ("exhaustive",)]
     batched, _ = runner.run(cases, ["jax"], dtypes)
     single, _ = runner.run(cases, ["jax"], dtypes, batch=False)
-    assert len(batched) == len(single) > 0
-    a, b = _comparable(batched), _comparable(single)
-    differ = (a != b).any(axis=1)
-    assert not differ.any(), "batched and one-at-a-time rows differ:\n" + "\n".join(
-        f"{r.api} {r.case_id} {r.dtype} {r.quantity}: "
-        + ", ".join(f"{c} {a.at[i, c]!r} vs {b.at[i, c]!r}" for c in a.columns if a.at[i, c] != b.at[i, c] and c != "repro")
-        for i, r in batched[differ].head(10).iterrows())
+    assert_same_rows(batched, single, "one-at-a-time")
     # the comparison is not vacuous: most of these cases did run in shared calls
     tasks, _ = runner.plan(cases, adapters.all_apis(["jax"]), dtypes)
     calls = runner.batches(tasks, True)
@@ -60,13 +65,7 @@ def test_keras_jax_batched_equals_unbatched(monkeypatch):
     plain = runner.batches
     monkeypatch.setattr(runner, "batches", lambda tasks, batch_rows, stack=True: plain(tasks, False, stack))
     alone, _ = runner.run(cases, ["keras[jax]"], dtypes)
-    assert len(batched) == len(alone) > 0
-    a, b = _comparable(batched), _comparable(alone)
-    differ = (a != b).any(axis=1)
-    assert not differ.any(), "batched and unbatched keras[jax] rows differ:\n" + "\n".join(
-        f"{r.api} {r.case_id} {r.dtype} {r.quantity}: " + ", ".join(
-            f"{c} {a.at[i, c]!r} vs {b.at[i, c]!r}" for c in a.columns if a.at[i, c] != b.at[i, c] and c != "repro")
-        for i, r in batched[differ].head(10).iterrows())
+    assert_same_rows(batched, alone, "unbatched keras[jax]")
 
 
 def test_batch_plan():
