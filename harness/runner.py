@@ -52,6 +52,8 @@ LARGE_CALL_ELEMENTS = 1 << 24
 #: parent's grading and the worker's calls vary in time, call by call (measured, torch float32:
 #: the worker waited 0.31 s for calls at two deep, small calls only; 0.23 s at eight, any size)
 PIPELINE_DEPTH = 8
+#: while it waits, the parent computes the references of this many calls ahead per framework
+PREFETCH_CALLS = 256
 #: a framework gets another worker on a free CPU only when its queued calls would take each of
 #: its workers longer than this (a worker's start-up takes 0.5-4 s of CPU)
 MIN_SPLIT_S = 10.0
@@ -190,6 +192,11 @@ class Reference:
     def _put(self, key: tuple, value: dict) -> None:
         self._cache[key] = value
         self._keys.setdefault(key[:2], []).append(key)
+
+    def holds(self, case: Case, api: Api, dtype: str, quantity: str = "loss") -> bool:
+        """Whether the reference of `quantity` is in memory (__call__ would compute nothing)."""
+        conv = (api.convention("mean"), api.convention("axis_mean"))
+        return (case.id, dtype, conv, quantity == "loss") in self._cache
 
     def forget(self, case_id: str, dtype: str) -> None:
         for key in self._keys.pop((case_id, dtype), ()):
@@ -681,6 +688,27 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 finish_all(t, status=status, detail=detail)
             queues[h.framework].clear()
 
+    def upcoming():
+        """The tasks of the calls queued next (PREFETCH_CALLS per framework), whose references
+        prefetch computes while the workers compute."""
+        for q in queues.values():
+            for i, call in enumerate(q):
+                if i >= PREFETCH_CALLS:
+                    break
+                yield from call
+
+    def prefetch() -> bool:
+        """Compute (or read from the persistent cache) one reference the queued calls will need,
+        while the parent has nothing else to do (at the start, every worker's first calls, JAX's
+        compilations); False when there is none to compute. Values are those computed on demand."""
+        for t in upcoming():
+            if not chunked.rows_per_block(t.case) and not t.case.invalid:
+                for q in t.quantities[:2]:  # the loss; one gradient brings every gradient
+                    if not reference.holds(t.case, t.api, t.dtype, q):
+                        reference(t.case, t.api, t.dtype, q)
+                        return True
+        return False
+
     def spare() -> None:
         """While fewer workers than CPUs run, and none is starting, start one more for the
         framework whose queued calls (at the median time of its latest calls, SPLIT_AFTER at
@@ -721,7 +749,11 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             now = time.monotonic()
             busy = [h.deadline for h in handles if h.inflight or not h.ready]
             timeout = max(0.0, min(busy) - now) if busy else 1.0  # an idle worker waits for a large call
-            ready = wait(list(waitables), timeout=min(timeout, 1.0))
+            ready = wait(list(waitables), timeout=0)
+            while not ready and prefetch():  # idle: a reference the next calls will need
+                ready = wait(list(waitables), timeout=0)
+            if not ready:
+                ready = wait(list(waitables), timeout=min(timeout, 1.0))
             seen = set()
             for obj in ready:
                 h = waitables[obj]
