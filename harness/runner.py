@@ -178,6 +178,11 @@ def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
 
 
 
+def _conventions(api: Api) -> tuple:
+    """The conventions a reference depends on (harness.oracle): the API's mean and axis_mean."""
+    return api.convention("mean"), api.convention("axis_mean")
+
+
 class Reference:
     """Reference values, computed once per (case, dtype, conventions): the loss, and its
     gradients with the bound on their own error (None for the loss, whose terms never cancel).
@@ -195,7 +200,7 @@ class Reference:
 
     def holds(self, case: Case, api: Api, dtype: str, quantity: str = "loss") -> bool:
         """Whether the reference of `quantity` is in memory (__call__ would compute nothing)."""
-        conv = (api.convention("mean"), api.convention("axis_mean"))
+        conv = _conventions(api)
         return (case.id, dtype, conv, quantity == "loss") in self._cache
 
     def forget(self, case_id: str, dtype: str) -> None:
@@ -204,7 +209,7 @@ class Reference:
 
     def __call__(self, case: Case, api: Api, dtype: str, quantity: str = "loss",
                  rows: slice | None = None) -> tuple[np.ndarray, str, np.ndarray | None]:
-        conv = (api.convention("mean"), api.convention("axis_mean"))
+        conv = _conventions(api)
         prec, label = reference_precision(dtype)
         per_block = chunked.rows_per_block(case)
         if per_block and quantity != "loss":
@@ -252,7 +257,7 @@ class Reference:
     def condition(self, case: Case, api: Api, dtype: str, rows: slice | None = None) -> np.ndarray:
         """The loss's condition number per output (harness.condition), from the reference loss
         and gradients; for a case taken in blocks, of the block `rows` only (uncached)."""
-        conv = (api.convention("mean"), api.convention("axis_mean"))
+        conv = _conventions(api)
         key = (case.id, dtype, conv, "cond")
         if key in self._cache:
             return self._cache[key]["cond"][0]
