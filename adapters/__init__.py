@@ -97,6 +97,10 @@ class Framework:
     device_env: device -> environment set before setup on that device (JAX_PLATFORMS=cuda).
     device_check: (device) -> why the framework cannot run there, or None when it can (called
                after setup for a device other than "cpu"); None: it runs on the CPU only.
+    poisoned:  () -> why this process can compute nothing more, or None; asked after a case that
+               raised. A CUDA context that met a device-side assert (torch, on an out-of-range
+               class index) fails every later call: the worker answers the cases it ran, marks the
+               rest `unrun` and ends, and the runner sends those to a new worker (harness.worker).
     """
 
     name: str
@@ -115,6 +119,7 @@ class Framework:
     batch_rows: bool = False
     device_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     device_check: Callable[[str], str | None] | None = None
+    poisoned: Callable[[], str | None] | None = None
 
     def resolve(self, qualname: str) -> Callable[..., Any]:
         """The callable a public qualified name denotes ("tf.nn.x" -> tensorflow.nn.x)."""
@@ -375,7 +380,8 @@ def call_batch(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray
     out of every output. One case alone is padded too, so that the cases of one API and row
     shape share the compiled function of a few bucket shapes. Returns, per case,
     ("ok", {quantity: (kind, payload)}) or ("raised", message). When the stacked call raises,
-    or returns outputs that are not one row per input row, each case is called on its own."""
+    or returns outputs that are not one row per input row, each case is called on its own
+    (call_each); when it leaves the process unable to compute (poisoned), every case is UNRUN."""
 
     flat = _flat(api, [(x, t) for x, t, _ in items])
     xs = [x.reshape(-1, 1) if flat else x for x, _, _ in items]
@@ -387,7 +393,10 @@ def call_batch(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray
     t = np.concatenate([*ts, np.repeat(ts[-1][-1:], pad, axis=0)])
     try:
         out = call(fw, api, x, t, items[0][2], quantities)
-    except Exception:  # noqa: BLE001 - one of the cases raises: find which, one at a time
+    except Exception as e:  # noqa: BLE001 - one of the cases raises: find which, one at a time
+        why = poisoned(fw, [("raised", error_line(e))])
+        if why:  # none can run here now: each goes to a new worker, on its own
+            return [(UNRUN, why)] * len(items)
         out = None
     if out is not None and all(k == "ok" and np.ndim(v) >= 1 and np.shape(v)[0] == n + pad
                                and (not flat or np.shape(v) == (n + pad, 1)) for k, v in out.values()):
@@ -400,9 +409,10 @@ def call_batch(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray
 def call_each(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray, Mapping[str, Any]]],
               quantities: tuple[str, ...] = ("loss",), log_errors: bool = False) -> list[tuple[str, Any]]:
     """Each case in a call of its own: per case ("ok", {quantity: (kind, payload)}) or
-    ("raised", message) when its loss raised (log_errors: its traceback to stderr, the worker's log)."""
-    res = []
-    for x, t, p in items:
+    ("raised", message) when its loss raised (log_errors: its traceback to stderr, the worker's log),
+    or (UNRUN, why) for the cases after one that left the process unable to compute (poisoned)."""
+    res: list[tuple[str, Any]] = []
+    for i, (x, t, p) in enumerate(items):
         try:
             res.append(("ok", call(fw, api, x, t, p, quantities)))
         except Exception as e:  # noqa: BLE001 - any framework error becomes a row
@@ -411,7 +421,26 @@ def call_each(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray,
 
                 traceback.print_exc()
             res.append(("raised", error_line(e)))
+        why = poisoned(fw, res[-1:])
+        if why:  # the process can compute no more: the cases after this one are not run here
+            return res + [(UNRUN, why)] * (len(items) - i - 1)
     return res
+
+
+#: the result of a case a worker did not run: an earlier case left its process unable to
+#: compute (Framework.poisoned); the runner sends it to a new worker
+UNRUN = "unrun"
+
+
+def poisoned(fw: Framework, results: list[tuple[str, Any]]) -> str | None:
+    """Why fw's process can compute no more after these results (Framework.poisoned), or None;
+    asked only when one of them raised, in its loss or in a gradient, or was not run."""
+    def raised(r):
+        return r[0] in ("raised", UNRUN) or (r[0] == "ok" and any(k == "raised" for k, _ in r[1].values()))
+
+    if fw.poisoned is None or not any(raised(r) for r in results):
+        return None
+    return fw.poisoned()
 
 
 def _call_eager(fw: Framework, api: Api, x: np.ndarray, t: np.ndarray, params: Mapping[str, Any],

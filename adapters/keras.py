@@ -30,6 +30,7 @@ from adapters.jax import _cache_env as jax_cache_env
 from adapters.jax import device_check as jax_device_check
 from adapters.tensorflow import device_check as tensorflow_device_check
 from adapters.torch import device_check as torch_device_check
+from adapters.torch import poisoned as torch_poisoned
 from harness.spec import Api
 
 GENERIC_NAME = "keras"
@@ -98,6 +99,7 @@ FRAMEWORKS = {
         env={"KERAS_BACKEND": b, **_ENV[b]},
         device_env={"cuda": {"JAX_PLATFORMS": "cuda"}} if b == "jax" else {},
         device_check=_DEVICE_CHECK[b],
+        poisoned=torch_poisoned if b == "torch" else None,  # a CUDA context after a device-side assert
         vjp=_AUTODIFF[b][0],
         repro_vjp=_AUTODIFF[b][1],
         # keras[jax] compiles each operation once per shape: stacking rows into buckets leaves

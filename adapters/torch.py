@@ -17,7 +17,7 @@ from functools import partial
 
 import numpy as np
 
-from adapters import Framework, device
+from adapters import Framework, device, error_line
 from adapters.autodiff import TORCH_REPRO, torch_vjp
 from harness.spec import Api
 
@@ -58,9 +58,25 @@ def device_check(dev: str) -> str | None:
     return None if torch.cuda.is_available() else "torch sees no CUDA device (torch.cuda.is_available() is False)"
 
 
+def poisoned() -> str | None:
+    """On a GPU, a device-side assert (CUDA's kernels check class indices, BCE's probabilities)
+    leaves the process's CUDA context failing every later call: why, or None. Each case ends
+    with a copy to the host, so the assert surfaces in the case that triggered it."""
+    if device() == "cpu":
+        return None
+    import torch
+
+    try:
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - the sticky error itself
+        return error_line(e)
+    return None
+
+
 FRAMEWORK = Framework(
     name="torch",
     device_check=device_check,
+    poisoned=poisoned,
     package="torch",
     aliases={},
     setup=_setup,

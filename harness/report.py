@@ -421,6 +421,16 @@ def load_certificates(directory: str = CERTIFIED_DIR) -> list[dict]:
     return out
 
 
+def _poisoned(meta: dict) -> list[str]:
+    """A header line when a framework's worker was replaced after a case left it unable to compute
+    (adapters.poisoned: a CUDA device-side assert), else none."""
+    n = {k: v.get("poisoned") for k, v in (meta.get("worker_s") or {}).items() if v.get("poisoned")}
+    if not n:
+        return []
+    return ["- workers replaced after a case left them unable to compute (a CUDA device-side assert; "
+            "each such case's row says why): " + ", ".join(f"{md(k)} {x}" for k, x in sorted(n.items()))]
+
+
 def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None, certificates=None) -> str:
     """Write out_dir/report.md and out_dir/repro/*.py; return the report's path."""
     known = expectations.load() if known is None else known
@@ -436,6 +446,7 @@ def write(df: pd.DataFrame, meta: dict, out_dir: str, known=None, certificates=N
           "- versions: " + ", ".join(f"{md(k)} {md(x)}" for k, x in sorted(v.items())),
           f"- platform: {md(meta.get('platform', {}).get('system', ''))}; device: {md(meta.get('device', 'cpu'))}; "
           f"wall time: {meta.get('elapsed_s', '?')} s" + _peaks(meta),
+          *_poisoned(meta),
           "- reference: float64 numpy for float16/bfloat16/float32 results, long double for float64 "
           "(column `reference` of results.csv)", ""]
 

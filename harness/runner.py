@@ -391,6 +391,7 @@ class WorkerHandle:
         self.deadline = 0.0
         self.peak_mib: float | None = None
         self.from_back = False  # takes its calls from the back of its framework's queue (run's spare)
+        self.first_start = True  # starting for the first time (a restart does not hold back a spare)
         self.start()
 
     def sample_peak(self) -> None:
@@ -407,7 +408,8 @@ class WorkerHandle:
         child.close()
         self.ready = False
         self.unsent = False  # the worker died before its oldest call in flight reached it
-        self.deadline = time.monotonic() + START_TIMEOUT_S
+        self.started = time.monotonic()
+        self.deadline = self.started + START_TIMEOUT_S
 
     def send(self, tasks: list[Task]) -> None:
         """One call: a task, or a batch (runner.Call) of tasks of one batch key. The deadline is
@@ -470,7 +472,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     resident memory in MiB of this process ("parent") and of each framework's workers
     ("peak_rss_mib"), and per framework the seconds its calls took in its worker and when, from
     the workers' start, its last call was answered, and how many worker processes ran them
-    (spares included, restarts not) ("worker_s": {"calls", "done", "workers"}).
+    (spares included, restarts not), and how many times one was replaced because a case left it
+    unable to compute (adapters.poisoned) ("worker_s": {"calls", "done", "workers", "poisoned"}).
     arrays_dir: the run's DIR/repro/arrays, where the repro snippets' large arrays are saved
     (harness.repro; `xentc run` gives it); None writes them into the snippets. cpus: while fewer
     workers than this run (default: usable_cpus), the framework with the most work left gets
@@ -660,6 +663,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     done_s: dict[str, float] = {}  # per framework: when its last call was answered, from the start
     cpus = usable_cpus() if cpus is None else cpus
     no_spare: set[str] = set()  # frameworks a worker of which failed to start: no spare for them
+    poisoned = {fw: 0 for fw in busy_s}  # per framework: workers replaced after a poisoning case
+    answered = {fw: 0 for fw in busy_s}  # per framework: calls answered
+    starts = {fw: deque(maxlen=32) for fw in busy_s}  # per framework: its workers' latest start-up times
 
     def large(call) -> bool:
         return any(t.case.inputs.size > LARGE_CALL_ELEMENTS for t in call)
@@ -715,18 +721,24 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         return False
 
     def spare() -> None:
-        """While fewer workers than CPUs run, and none is starting, start one more for the
-        framework whose queued calls (at the median time of its latest calls, SPLIT_AFTER at
-        least) would take its workers the longest, if more than MIN_SPLIT_S. It takes its calls
-        from the back of the queue, the other workers from the front, so that each sees APIs
-        and shapes of its own."""
-        if len(handles) >= cpus or any(not h.ready for h in handles):
+        """While fewer workers than CPUs run, and none is starting for the first time, start one
+        more for the framework whose queued calls would take its workers the longest, if more
+        than MIN_SPLIT_S. A call counts the median time of its framework's latest calls
+        (SPLIT_AFTER at least), plus, where cases have poisoned its workers, the share of a
+        worker's start-up that each call has cost so far: a framework that must restart often
+        (torch on a GPU after device-side asserts) gets workers that restart side by side. A
+        spare takes its calls from the back of the queue, the other workers from the front, so
+        that each sees APIs and shapes of its own."""
+        if len(handles) >= cpus or any(h.first_start and not h.ready for h in handles):
             return
         most, best = MIN_SPLIT_S, None
         for fw, q in queues.items():
             n = sum(h.framework == fw for h in handles)
             if q and len(recent[fw]) >= SPLIT_AFTER and 0 < n < cpus and fw not in no_spare:
-                left = len(q) * sorted(recent[fw])[len(recent[fw]) // 2] / n
+                per_call = sorted(recent[fw])[len(recent[fw]) // 2]
+                if poisoned[fw] and starts[fw]:
+                    per_call += poisoned[fw] / max(answered[fw], 1) * sorted(starts[fw])[len(starts[fw]) // 2]
+                left = len(q) * per_call / n
                 if left > most:
                     most, best = left, fw
         if best is not None:
@@ -778,15 +790,23 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                         cannot_start(h, "crashed", f"worker failed to start: {why}")
                     continue
                 if msg[0] == "ready":
-                    h.ready, h.version = True, msg[1]
+                    h.ready, h.version, h.first_start = True, msg[1], False
+                    starts[h.framework].append(time.monotonic() - h.started)
                     versions[h.framework] = msg[1]
                     if jnl is not None:
                         jnl.check_version(h.framework, msg[1])
                 elif msg[0] == "unavailable":
                     cannot_start(h, "unsupported", f"framework {h.framework} unavailable: {msg[1]}")
+                elif msg[0] == "poisoned":  # it computes no more and ends: what it did not run goes to a new one
+                    poisoned[h.framework] += 1
+                    queues[h.framework].extendleft(reversed(h.inflight))
+                    h.inflight.clear()
+                    h.kill()
+                    h.start()
                 else:
                     call_id, results, seconds = msg
                     busy_s[h.framework] += seconds
+                    answered[h.framework] += 1
                     recent[h.framework].append(seconds)
                     calls = h.inflight.popleft()
                     assert calls[0].idx == call_id and len(results) == len(calls)
@@ -796,6 +816,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     for task, (kind, payload) in zip(calls, results):  # a batch's time, shared
                         if kind == "ok":
                             received(task, payload, seconds / len(calls))
+                        elif kind == adapters.UNRUN:  # after a poisoning case: a new worker runs it
+                            queues[h.framework].appendleft(Call([task]))
                         else:
                             failed_all(task, "raised", payload, seconds / len(calls))
             now = time.monotonic()
@@ -828,6 +850,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 peaks[h.framework] = h.peak_mib
         stats["peak_rss_mib"] = peaks
         stats["worker_s"] = {fw: {"calls": round(busy_s[fw], 2), "done": round(done_s[fw], 2) if fw in done_s else None,
-                                  "workers": sum(h.framework == fw for h in every_handle)}
+                                  "workers": sum(h.framework == fw for h in every_handle),
+                                  "poisoned": poisoned[fw]}
                              for fw in busy_s}
     return df[[*RESULT_COLUMNS, "repro"]], versions

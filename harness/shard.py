@@ -100,9 +100,10 @@ def merge(dirs: list[str]) -> tuple[pd.DataFrame, dict]:
     worker_s: dict = {}
     for m in metas:
         for k, v in (m.get("worker_s") or {}).items():
-            w = worker_s.setdefault(k, {"calls": 0.0, "done": None, "workers": 0})
+            w = worker_s.setdefault(k, {"calls": 0.0, "done": None, "workers": 0, "poisoned": 0})
             w["calls"] = round(w["calls"] + (v.get("calls") or 0.0), 2)
             w["workers"] += v.get("workers") or 1
+            w["poisoned"] += v.get("poisoned") or 0
             if v.get("done") is not None:
                 w["done"] = max(w["done"] or 0.0, v["done"])
     meta["worker_s"] = worker_s

@@ -6,8 +6,12 @@ multiprocessing Pipe (our own processes; case files are never pickled):
   parent -> worker: (call_id, api_id, [(x, t, params), ...], quantities, batched)  or None to stop
   worker -> parent: ("ready", version, info) once, then per call
                     (call_id, [result per case], seconds), a result being
-                    ("ok", {quantity: (kind, payload)}) (adapters.call) or
-                    ("raised", "ExcType: first line") when the loss raised.
+                    ("ok", {quantity: (kind, payload)}) (adapters.call),
+                    ("raised", "ExcType: first line") when the loss raised, or
+                    (adapters.UNRUN, why) for a case not run;
+                    then ("poisoned", why, None) and the end, when a case left the process
+                    unable to compute (adapters.poisoned: a CUDA context after a device-side
+                    assert); the runner sends the calls it did not run to a new worker.
 A batched call (one case or several of one adapters.batch_key) runs through
 adapters.call_batch, any other through adapters.call.
 """
@@ -103,6 +107,10 @@ def main(conn, framework: str, log_path: str | None = None, device: str = "cpu")
         else:
             res = adapters.call_each(fw, apis[api_id], items, quantities, log_errors=bool(log_path))
         conn.send((call_id, res, time.perf_counter() - t0))
+        why = adapters.poisoned(fw, res)
+        if why:
+            conn.send(("poisoned", why, None))
+            break
     # every result is sent: the interpreter's teardown of a framework (measured: TensorFlow 1.0 s,
     # torch 0.5 s) would only delay the runner's join, so the process ends here
     conn.close()

@@ -35,8 +35,11 @@ RAISE = 4567.5  # raises RuntimeError: a `raised` row
 SLOW = 5678.5  # sleeps SLOW_S, then computes normally
 EXIT = 6789.5  # os._exit(3): the worker exits (no signal) in the middle of a call
 KILLED = 7890.5  # SIGKILL to itself, as the kernel's OOM killer would send
+POISON = 8901.5  # raises, and every later call in the process raises (a CUDA device-side assert)
 SLOW_S = 0.05
-MAGIC = (ABORT, SEGFAULT, HANG, RAISE, SLOW, EXIT, KILLED)
+MAGIC = (ABORT, SEGFAULT, HANG, RAISE, SLOW, EXIT, KILLED, POISON)
+#: set by a POISON call: this process computes nothing more (FRAMEWORK.poisoned)
+_poison: str | None = None
 
 
 def env(base: dict | None = None) -> dict:
@@ -108,8 +111,14 @@ def wait_session_empty(sid: int, timeout: float) -> tuple[float, list]:
 def sigmoid_loss(logits, labels):
     """max(x, 0) - x*z + log1p(exp(-|x|)) in float64, returned in the logits' dtype; the faults
     above first."""
+    global _poison
     x = np.asarray(logits)
     z = np.asarray(labels)
+    if _poison:
+        raise RuntimeError(_poison)
+    if np.any(x == POISON):
+        _poison = "injected fault: device-side assert triggered (logit 8901.5)"
+        raise RuntimeError(_poison)
     if np.any(x == ABORT):
         os.abort()
     if np.any(x == SEGFAULT):
@@ -140,7 +149,13 @@ def sigmoid_loss(logits, labels):
 ONE_WORKER = "FAULTY_ONE_WORKER"
 
 
+#: environment variable: seconds each worker's setup sleeps (a framework slow to import, such as
+#: keras with torch on a GPU: tests/test_spare_workers.py)
+SETUP_S = "FAULTY_SETUP_S"
+
+
 def _setup():
+    time.sleep(float(os.environ.get(SETUP_S, "0")))
     once = os.environ.get(ONE_WORKER)
     if once:
         try:
@@ -161,6 +176,7 @@ FRAMEWORK = Framework(
     repro_imports="import numpy as np, faulty_adapter",
     repro_array="np.asarray({values}, dtype=np.{dtype})",
     vjp=None,  # no autodiff: gradient rows are `unsupported`
+    poisoned=lambda: _poison,
 )
 
 API_ID = "faulty_adapter.sigmoid_loss"

@@ -206,3 +206,51 @@ def test_faults_through_the_command_line(tmp_path):
     assert "RuntimeError: injected fault" in (out / "logs" / "faulty.log").read_text()
     assert "Traceback" not in r.stderr
     INJECTED["command line"] = faults
+
+
+def poison_doc() -> dict:
+    """Cases that leave the worker unable to compute (a CUDA device-side assert, as torch on a GPU
+    meets it), among normal ones: alone, two in a row, and with calls in flight behind each."""
+    cases = [normal(0), fault("poison", fa.POISON), normal(1), normal(2), fault("poison-again", fa.POISON),
+             fault("poison-in-a-row", fa.POISON)]
+    return {"cases": cases + [normal(i) for i in range(3, 12)]}
+
+
+@pytest.mark.xdist_group("faults")
+def test_a_case_that_poisons_its_worker_costs_only_its_rows(monkeypatch):
+    """After a poisoning case every later call in its process would fail: that case's row says why
+    (`raised`, its own error), the worker is replaced, the calls sent behind it run in the new one,
+    and every other row is a match: none carries the poisoned process's error."""
+    fa.register(monkeypatch)
+    monkeypatch.setitem(EXPECT, fa.POISON, ("raised", "RuntimeError: injected fault: device-side assert"))
+    cases = parse_cases(poison_doc())
+    stats: dict = {}
+    df, _ = runner.run(cases, ["faulty"], DTYPES, call_timeout=CALL_TIMEOUT, stats=stats, cpus=1)
+    assert check_fault_rows(df, cases, ["faulty"]) == 3 * len(DTYPES)
+    assert stats["worker_s"]["faulty"]["poisoned"] == 3 * len(DTYPES)
+    from harness import report
+
+    assert report._poisoned({"worker_s": stats["worker_s"]})[0].endswith(f"faulty {3 * len(DTYPES)}")
+    assert live_workers() == []
+    INJECTED["poisoned workers"] = 3 * len(DTYPES)
+
+
+def test_call_each_stops_at_a_poisoning_case(monkeypatch):
+    """In one call of several cases (and in a stacked batch), the cases after a poisoning one are
+    not run in that process: UNRUN, with why, for the runner to send to a new worker."""
+    import adapters
+
+    monkeypatch.setattr(fa, "_poison", None)
+    api = fa.APIS[0]
+    ok = (np.array([[0.5, 1.0, -1.0]], np.float32), np.array([[1.0, 0.5, 0.0]], np.float32), {"reduction": "none"})
+    bad = (np.array([[0.5, fa.POISON, -1.0]], np.float32), ok[1], ok[2])
+    res = adapters.call_each(fa.FRAMEWORK, api, [ok, bad, ok, ok])
+    assert [k for k, _ in res] == ["ok", "raised", adapters.UNRUN, adapters.UNRUN]
+    assert res[2][1] == res[3][1] == "injected fault: device-side assert triggered (logit 8901.5)"
+    assert adapters.poisoned(fa.FRAMEWORK, res[:1]) is None  # asked only after a case that raised
+    assert adapters.poisoned(fa.FRAMEWORK, res) == res[2][1]
+    monkeypatch.setattr(fa, "_poison", None)
+    batch = adapters.call_batch(fa.FRAMEWORK, api, [ok, bad, ok])
+    assert [k for k, _ in batch] == [adapters.UNRUN] * 3
+    monkeypatch.setattr(fa, "_poison", None)
+    assert [k for k, _ in adapters.call_each(fa.FRAMEWORK, api, [ok, ok])] == ["ok", "ok"]

@@ -60,3 +60,30 @@ def test_a_spare_that_cannot_start_loses_nothing(spare_soon, monkeypatch, tmp_pa
     assert w["workers"] == 2, w  # one spare tried, and no other after it failed
     assert not (spared.status == "crashed").any()
     pd.testing.assert_frame_equal(spared.drop(columns="seconds"), alone.drop(columns="seconds"))
+
+
+def test_a_framework_that_restarts_often_gets_workers_that_restart_side_by_side(spare_soon, monkeypatch):
+    """Each poisoning case (a CUDA device-side assert, tests/test_faults.py) costs its worker a
+    restart. Quick calls alone would not be worth a spare (MIN_SPLIT_S), but the spare's estimate
+    counts the start-ups the calls have cost so far: a second worker starts, restarts beside the
+    first, and the rows are those of one worker."""
+    monkeypatch.setattr(runner, "MIN_SPLIT_S", 2.0)
+    monkeypatch.setenv(fa.SETUP_S, "0.3")
+    cases = [fault(f"poison-{i:02d}", fa.POISON) if i % 3 == 1 else normal(i) for i in range(30)]
+    doc = parse_cases({"cases": cases})
+
+    def go(cpus):
+        stats: dict = {}
+        df, _ = runner.run(doc, ["faulty"], DTYPES, call_timeout=CALL_TIMEOUT, cpus=cpus, stats=stats)
+        return df, stats["worker_s"]["faulty"]
+
+    alone, one = go(cpus=1)
+    spared, two = go(cpus=2)
+    assert one["workers"] == 1 and two["workers"] == 2, two
+    for w in (one, two):  # replaced after each poisoning case, but for a worker's very last call
+        assert 10 * len(DTYPES) - w["workers"] <= w["poisoned"] <= 10 * len(DTYPES), w
+    pd.testing.assert_frame_equal(spared.drop(columns="seconds"), alone.drop(columns="seconds"))
+    poison = alone[alone.case_id.str.startswith("fault/") & (alone.quantity == "loss")]
+    assert (poison.status == "raised").all() and poison.detail.str.contains("device-side assert").all()
+    ok = alone[alone.case_id.str.startswith("ok/") & (alone.quantity == "loss")]
+    assert len(ok) == 20 * len(DTYPES) and (ok.status == "match").all()
