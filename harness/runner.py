@@ -442,6 +442,11 @@ class WorkerHandle:
             self.proc.join(5)
 
 
+def _median(xs) -> float:
+    """The upper median of a non-empty collection."""
+    return sorted(xs)[len(xs) // 2]
+
+
 def _death(proc) -> str:
     code = proc.exitcode
     if code is not None and code < 0:
@@ -735,9 +740,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         for fw, q in queues.items():
             n = sum(h.framework == fw for h in handles)
             if q and len(recent[fw]) >= SPLIT_AFTER and 0 < n < cpus and fw not in no_spare:
-                per_call = sorted(recent[fw])[len(recent[fw]) // 2]
+                per_call = _median(recent[fw])
                 if poisoned[fw] and starts[fw]:
-                    per_call += poisoned[fw] / max(answered[fw], 1) * sorted(starts[fw])[len(starts[fw]) // 2]
+                    per_call += poisoned[fw] / max(answered[fw], 1) * _median(starts[fw])
                 left = len(q) * per_call / n
                 if left > most:
                     most, best = left, fw
