@@ -648,14 +648,19 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         """The call running crashed or hung: a batch is sent again one case per call; a call
         sent behind it, which never ran, is sent again as it was."""
         calls, later = h.inflight[0], list(h.inflight)[1:]
-        h.inflight.clear()
-        queues[h.framework].extendleft(reversed(later))
         if h.unsent:  # the worker was dead before it was sent: it never ran
-            queues[h.framework].appendleft(calls)
+            restart(h, [calls, *later])
         elif len(calls) > 1:
-            queues[h.framework].extendleft(Call([t]) for t in reversed(calls))
+            restart(h, [*(Call([t]) for t in calls), *later])
         else:
             failed_all(calls[0], "crashed", why)
+            restart(h, later)
+
+    def restart(h: WorkerHandle, back: list) -> None:
+        """A new process for h; `back`, calls it was sent and did not run, go to the front of
+        its framework's queue, in order."""
+        h.inflight.clear()
+        queues[h.framework].extendleft(reversed(back))
         h.kill()
         h.start()
 
@@ -804,10 +809,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     cannot_start(h, "unsupported", f"framework {h.framework} unavailable: {msg[1]}")
                 elif msg[0] == "poisoned":  # it computes no more and ends: what it did not run goes to a new one
                     poisoned[h.framework] += 1
-                    queues[h.framework].extendleft(reversed(h.inflight))
-                    h.inflight.clear()
-                    h.kill()
-                    h.start()
+                    restart(h, list(h.inflight))
                 else:
                     call_id, results, seconds = msg
                     busy_s[h.framework] += seconds
