@@ -25,7 +25,7 @@ from functools import partial
 import numpy as np
 
 from adapters import Framework
-from adapters.autodiff import JAX_REPRO, TF_REPRO, TORCH_REPRO, jax_vjp, tf_vjp, torch_vjp
+from adapters.autodiff import JAX_REPRO, TF_REPRO, TORCH_REPRO, jax_vjp, tf_vjp, torch_import_autograd, torch_vjp
 from adapters.jax import _cache_env as jax_cache_env
 from adapters.jax import device_check as jax_device_check
 from adapters.tensorflow import device_check as tensorflow_device_check
@@ -40,8 +40,12 @@ KERAS_REDUCTION = {"mean": "sum_over_batch_size"}
 
 
 def _setup():
+    import os
+
     import keras
 
+    if os.environ.get("KERAS_BACKEND") == "torch":
+        torch_import_autograd()
     return keras
 
 

@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 
 from adapters import Framework, device, error_line
-from adapters.autodiff import TORCH_REPRO, torch_vjp
+from adapters.autodiff import TORCH_REPRO, torch_import_autograd, torch_vjp
 from harness.spec import Api
 
 ALL = ("none", "sum", "mean")
@@ -29,6 +29,7 @@ def _setup():
     import torch
 
     torch.set_num_threads(1)
+    torch_import_autograd()
     return torch
 
 

@@ -1,6 +1,6 @@
 """Harness against a direct loop, on the same cases (M7's benchmark).
 
-    .venv/bin/python benchmarks/bench.py [--frameworks torch,tensorflow,jax] [--dtypes float32] [--limit N]
+    .venv/bin/python benchmarks/bench.py [--frameworks torch,tensorflow,jax] [--dtypes float32] [--limit N] [--repeat 3]
 
 For each framework, on the default corpus (cases/generator.build_corpus(0)) restricted to the
 dtypes given, the loss and its gradients as `xentc run` computes them (planned calls,
@@ -10,12 +10,15 @@ harness.runner.plan):
            (conversion, the eager call and backward passes, back to numpy). For JAX also
            `direct jit`: the same loop with each call under jax.jit at its own shape.
   harness  `harness.runner.run` (worker process, batching, reference, grading, repro) in a
-           process of its own, wall time minus the worker's start-up (imports), measured on
-           its own and reported beside it. With fresh (cold) and then filled (warm) caches
+           process of its own, wall time minus the first worker's start-up (imports and
+           Framework.setup: until it says it is ready, runner.run's stats), reported beside it. With fresh (cold) and then filled (warm) caches
            (XENTC_CACHE_DIR in a temporary directory): the reference cache (harness.refcache)
            and, for JAX, the compilation cache.
-Prints calls/second, the ratio harness/direct, and the peak resident memory (ru_maxrss) of
-the direct process, of the harness's parent and of its largest worker. Timings are wall-clock
+Each is run --repeat times, each time in a fresh process (and, for the harness, with a fresh
+cache for the cold run): prints the median time and the range, calls/second, the ratio of the
+medians harness/direct, and the peak resident memory (ru_maxrss) of the direct process, of the
+harness's parent and of its largest worker. Set-up (imports: Framework.setup, in both) is not
+timed. Timings are wall-clock
 on this machine; run nothing else meanwhile.
 
     --full    also the whole `make report` workload: every default framework, every dtype, the
@@ -82,15 +85,12 @@ def _harness(conn, framework: str, dtypes: list[str], limit: int | None, cache: 
 
     cases, tasks = _tasks(framework, dtypes, limit)
     chosen = {id(t.case) for t in tasks}
-    t0 = time.perf_counter()
-    h = runner.WorkerHandle(framework, None)
-    assert h.conn.recv()[0] == "ready"
-    start = time.perf_counter() - t0
-    h.stop()
+    stats: dict = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:  # where xentc run saves the repros' large arrays
-        df, _ = runner.run([c for c in cases if id(c) in chosen], [framework], dtypes,
+        df, _ = runner.run([c for c in cases if id(c) in chosen], [framework], dtypes, stats=stats,
                            arrays_dir=os.path.join(out, "repro", "arrays"))
+    start = stats["worker_s"][framework]["ready"]  # the first worker's start-up, as the run saw it
     conn.send((time.perf_counter() - t0 - start, start, len(df), _mib(resource.RUSAGE_SELF),
                _mib(resource.RUSAGE_CHILDREN)))
 
@@ -141,6 +141,11 @@ def _large(conn, frameworks: list[str]) -> None:
     conn.send((made, time.perf_counter() - t0, rows, stats["peak_rss_mib"]))
 
 
+def _median(xs) -> float:
+    """The median (of an odd count; the upper one otherwise)."""
+    return sorted(xs)[len(xs) // 2]
+
+
 def _in_process(target, *args):
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -160,6 +165,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cold", action="store_true", help="--full with an empty JAX compilation cache")
     ap.add_argument("--large", action="store_true", help="also the 4,096 x 131,072 case (about 10 GiB)")
     ap.add_argument("--skip-direct", action="store_true", help="only --full / --large")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each direct loop and of each harness run (cold and warm), each in a process "
+                         "of its own; the table gives their median (and range)")
     a = ap.parse_args(argv)
     dtypes = a.dtypes.split(",")
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
@@ -167,22 +175,32 @@ def main(argv=None) -> int:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"machine: {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, {platform.platform()}; "
           f"python {sys.version.split()[0]}; dtypes {','.join(dtypes)}; loss and gradients")
+    print(f"median of {a.repeat} runs (range); ratio and calls/s of the medians")
     print("| framework | calls | direct s | direct calls/s | harness s | harness calls/s | harness/direct | "
           "start-up s | peak RSS MiB: direct / parent / worker |")
     print("|---|---|---|---|---|---|---|---|---|")
+    def spread(xs):
+        return f"{_median(xs):.3g} ({min(xs):.3g}-{max(xs):.3g})" if len(xs) > 1 else f"{xs[0]:.3g}"
+
     for framework in [] if a.skip_direct else a.frameworks.split(","):
-        n, direct_s, direct_rss = _in_process(_direct, framework, dtypes, a.limit, False)
-        with tempfile.TemporaryDirectory() as cache:
-            runs = [(label, *_in_process(_harness, framework, dtypes, a.limit, cache))
-                    for label in ("cold cache", "warm cache")]
-        for label, harness_s, start, _, rss, wrss in runs:
-            name = f"{framework} ({label})"
-            print(f"| {name} | {n} | {direct_s:.2f} | {n / direct_s:.0f} | {harness_s:.2f} | {n / harness_s:.0f} | "
-                  f"{harness_s / direct_s:.3g} | {start:.1f} | {direct_rss:.0f} / {rss:.0f} / {wrss:.0f} |", flush=True)
+        direct = [_in_process(_direct, framework, dtypes, a.limit, False) for _ in range(a.repeat)]
+        n, direct_s, direct_rss = direct[0][0], _median([d[1] for d in direct]), max(d[2] for d in direct)
+        runs = {"cold cache": [], "warm cache": []}
+        for _ in range(a.repeat):  # a fresh cache each time: one cold run, then one warm
+            with tempfile.TemporaryDirectory() as cache:
+                for label in runs:
+                    runs[label].append(_in_process(_harness, framework, dtypes, a.limit, cache))
+        for label, rs in runs.items():
+            harness_s, start = _median([r[0] for r in rs]), _median([r[1] for r in rs])
+            rss, wrss = max(r[3] for r in rs), max(r[4] for r in rs)
+            print(f"| {framework} ({label}) | {n} | {spread([d[1] for d in direct])} | {n / direct_s:.0f} | "
+                  f"{spread([r[0] for r in rs])} | {n / harness_s:.0f} | {harness_s / direct_s:.3g} | {start:.1f} | "
+                  f"{direct_rss:.0f} / {rss:.0f} / {wrss:.0f} |", flush=True)
         if framework == "jax":
-            n, jit_s, jit_rss = _in_process(_direct, framework, dtypes, a.limit, True)
-            print(f"| jax (direct loop under jax.jit, for comparison) | {n} | {jit_s:.2f} | {n / jit_s:.0f} | | | | | "
-                  f"{jit_rss:.0f} / | ", flush=True)
+            jit = [_in_process(_direct, framework, dtypes, a.limit, True) for _ in range(a.repeat)]
+            jit_s = _median([j[1] for j in jit])
+            print(f"| jax (direct loop under jax.jit, for comparison) | {n} | {spread([j[1] for j in jit])} | "
+                  f"{n / jit_s:.0f} | | | | | {max(j[2] for j in jit):.0f} / | ", flush=True)
     if a.full:
         with tempfile.TemporaryDirectory() as empty:
             wall, starts, rows, computed, peaks, worker_s = _in_process(_full, empty if a.cold else None)

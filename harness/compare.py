@@ -57,11 +57,19 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
     # the dtype is inf there, as the reference is
     act_rounded = to_dtype(act, dtype)
     ca, cr = value_class(act_rounded), value_class(ref_rounded)
+    special = bool(ca.any() or cr.any())  # a non-finite value on either side
     ulps = rounded_distance(act_rounded, ref_rounded, ca, cr, dtype)
-    ref_hp = reference.astype(np.longdouble)
+    # in the reference's precision (long double for float64 results): a float64 reference's
+    # difference with a narrower dtype's value is rounded once, to float64
+    ref_hp = reference if reference.dtype == np.float64 else reference.astype(np.longdouble)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        abs_err = np.where((ca == 0) & (cr == 0), np.abs(act.astype(np.longdouble) - ref_hp), 0)
-        rel_err = np.where(ref_hp != 0, abs_err / np.abs(ref_hp), np.where(abs_err == 0, 0, np.inf))
+        abs_err = np.abs(act.astype(ref_hp.dtype) - ref_hp)
+        if special:
+            abs_err = np.where((ca == 0) & (cr == 0), abs_err, 0)
+        rel_err = abs_err / np.abs(ref_hp)
+        nonzero = ref_hp != 0
+        if not nonzero.all():
+            rel_err = np.where(nonzero, rel_err, np.where(abs_err == 0, 0, np.inf))
     with np.errstate(over="ignore"):  # beyond float64's range: inf
         abs_err = abs_err.astype(np.float64)
         rel_err = rel_err.astype(np.float64)
@@ -74,7 +82,7 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
         allow = allow + np.where((cr == 0) & np.isfinite(extra), extra, 0.0)
     detail = ""
     excess = float("nan")
-    if mismatch.any():
+    if special and mismatch.any():
         flat = int(np.flatnonzero(mismatch.ravel())[0])
         status = "nonfinite_mismatch"
     else:
@@ -86,25 +94,30 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
             detail = f"the reference is certain to {allow.ravel()[flat] - tol_ulp:.3g} ulp here (its terms cancel)"
     idx = tuple(int(i) for i in np.unravel_index(flat, actual.shape)) if actual.ndim else ()
     finite = ~mismatch
-    certain = (ca == 0) & (cr == 0) & (allow - float(tol_ulp) < 0.5)
+    if special or ref_err is not None:
+        certain = (ca == 0) & (cr == 0) & (allow - float(tol_ulp) < 0.5)
+        ulps_certain = np.where(certain, ulps, np.nan)
+        uf = np.where(certain, ulps, -1.0).ravel() if certain.any() else None
+    else:  # every element: both finite, the reference certain to half an ulp
+        ulps_certain, uf = ulps, ulps.ravel()
     max_f, idx_f = float("nan"), None
-    if certain.any():
-        uf = np.where(certain, ulps, -1.0).ravel()
+    if uf is not None:
         ff = int(np.argmax(uf))
         max_f = float(uf[ff])
         idx_f = tuple(int(i) for i in np.unravel_index(ff, actual.shape)) if actual.ndim else ()
+    errs = (abs_err[finite], rel_err[finite]) if special else (abs_err, rel_err)
     return Grade(
         status=status,
         max_ulp=float(np.max(ulps)),
-        max_abs_err=float(np.max(abs_err[finite])) if finite.any() else float("nan"),
-        max_rel_err=float(np.max(rel_err[finite])) if finite.any() else float("nan"),
+        max_abs_err=float(np.max(errs[0])) if errs[0].size else float("nan"),
+        max_rel_err=float(np.max(errs[1])) if errs[1].size else float("nan"),
         worst_index=idx,
         expected=float(reference.ravel()[flat]),
         actual=float(act.ravel()[flat]),
         detail=detail,
         max_ulp_finite=max_f,
         worst_finite_index=idx_f,
-        ulps_certain=np.where(certain, ulps, np.nan),
+        ulps_certain=ulps_certain,
         excess=excess,
     )
 

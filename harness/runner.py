@@ -55,8 +55,10 @@ PIPELINE_DEPTH = 8
 #: while it waits, the parent computes the references of this many calls ahead per framework
 PREFETCH_CALLS = 256
 #: a framework gets another worker on a free CPU only when its queued calls would take each of
-#: its workers longer than this (a worker's start-up takes 0.5-4 s of CPU)
-MIN_SPLIT_S = 10.0
+#: its workers longer than this, and longer than SPLIT_STARTUPS of its workers' start-ups (0.5-4 s
+#: of CPU): a spare that starts in S seconds turns L seconds left into about (L + S) / 2
+MIN_SPLIT_S = 2.0
+SPLIT_STARTUPS = 2.0
 #: ... estimated from this many of its calls at least
 SPLIT_AFTER = 5
 
@@ -475,10 +477,11 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     where the workers run the APIs ("cpu", or "cuda": adapters.DEVICES); a framework that cannot
     run there is `unsupported`, never run elsewhere. stats: a dict this fills with the peak
     resident memory in MiB of this process ("parent") and of each framework's workers
-    ("peak_rss_mib"), and per framework the seconds its calls took in its worker and when, from
-    the workers' start, its last call was answered, and how many worker processes ran them
-    (spares included, restarts not), and how many times one was replaced because a case left it
-    unable to compute (adapters.poisoned) ("worker_s": {"calls", "done", "workers", "poisoned"}).
+    ("peak_rss_mib"), and per framework the seconds its calls took in its worker, when, from
+    the workers' start, its first worker was ready and its last call was answered, how many
+    worker processes ran them (spares included, restarts not), and how many times one was
+    replaced because a case left it unable to compute (adapters.poisoned)
+    ("worker_s": {"calls", "ready", "done", "workers", "poisoned"}).
     arrays_dir: the run's DIR/repro/arrays, where the repro snippets' large arrays are saved
     (harness.repro; `xentc run` gives it); None writes them into the snippets. cpus: while fewer
     workers than this run (default: usable_cpus), the framework with the most work left gets
@@ -671,6 +674,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     # per framework: its latest calls' times (the median, robust to a first call's warm-up)
     recent = {fw: deque(maxlen=32) for fw in busy_s}
     done_s: dict[str, float] = {}  # per framework: when its last call was answered, from the start
+    ready_s: dict[str, float] = {}  # per framework: when its first worker was ready, from the start
     cpus = usable_cpus() if cpus is None else cpus
     no_spare: set[str] = set()  # frameworks a worker of which failed to start: no spare for them
     poisoned = {fw: 0 for fw in busy_s}  # per framework: workers replaced after a poisoning case
@@ -718,22 +722,27 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     break
                 yield from call
 
+    ahead: set[int] = set()  # tasks whose references prefetch has seen to
+
     def prefetch() -> bool:
         """Compute (or read from the persistent cache) one reference the queued calls will need,
         while the parent has nothing else to do (at the start, every worker's first calls, JAX's
         compilations); False when there is none to compute. Values are those computed on demand."""
         for t in upcoming():
+            if t.idx in ahead:
+                continue
             if not chunked.rows_per_block(t.case) and not t.case.invalid:
                 for q in t.quantities[:2]:  # the loss; one gradient brings every gradient
                     if not reference.holds(t.case, t.api, t.dtype, q):
                         reference(t.case, t.api, t.dtype, q)
                         return True
+            ahead.add(t.idx)
         return False
 
     def spare() -> None:
         """While fewer workers than CPUs run, and none is starting for the first time, start one
         more for the framework whose queued calls would take its workers the longest, if more
-        than MIN_SPLIT_S. A call counts the median time of its framework's latest calls
+        than MIN_SPLIT_S and SPLIT_STARTUPS times its workers' median start-up. A call counts the median time of its framework's latest calls
         (SPLIT_AFTER at least), plus, where cases have poisoned its workers, the share of a
         worker's start-up that each call has cost so far: a framework that must restart often
         (torch on a GPU after device-side asserts) gets workers that restart side by side. A
@@ -741,7 +750,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         that each sees APIs and shapes of its own."""
         if len(handles) >= cpus or any(h.first_start and not h.ready for h in handles):
             return
-        most, best = MIN_SPLIT_S, None
+        most, best = 0.0, None
         for fw, q in queues.items():
             n = sum(h.framework == fw for h in handles)
             if q and len(recent[fw]) >= SPLIT_AFTER and 0 < n < cpus and fw not in no_spare:
@@ -749,7 +758,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 if poisoned[fw] and starts[fw]:
                     per_call += poisoned[fw] / max(answered[fw], 1) * _median(starts[fw])
                 left = len(q) * per_call / n
-                if left > most:
+                if left > max(most, MIN_SPLIT_S, SPLIT_STARTUPS * _median(starts[fw] or [0.0])):
                     most, best = left, fw
         if best is not None:
             h = WorkerHandle(best, log_dir, call_timeout, device)
@@ -802,6 +811,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 if msg[0] == "ready":
                     h.ready, h.version, h.first_start = True, msg[1], False
                     starts[h.framework].append(time.monotonic() - h.started)
+                    ready_s.setdefault(h.framework, time.monotonic() - t_start)
                     versions[h.framework] = msg[1]
                     if jnl is not None:
                         jnl.check_version(h.framework, msg[1])
@@ -857,6 +867,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 peaks[h.framework] = h.peak_mib
         stats["peak_rss_mib"] = peaks
         stats["worker_s"] = {fw: {"calls": round(busy_s[fw], 2), "done": round(done_s[fw], 2) if fw in done_s else None,
+                                  "ready": round(ready_s[fw], 3) if fw in ready_s else None,
                                   "workers": sum(h.framework == fw for h in every_handle),
                                   "poisoned": poisoned[fw]}
                              for fw in busy_s}

@@ -96,16 +96,18 @@ def merge(dirs: list[str]) -> tuple[pd.DataFrame, dict]:
             if v is not None:
                 peaks[k] = max(peaks.get(k, 0.0), v)
     meta["peak_rss_mib"] = peaks
-    # per framework: its calls' time and its workers summed over the shards, the latest answer
+    # per framework: its calls' time and its workers summed over the shards, the latest
+    # readiness and answer (each from its own shard's start)
     worker_s: dict = {}
     for m in metas:
         for k, v in (m.get("worker_s") or {}).items():
-            w = worker_s.setdefault(k, {"calls": 0.0, "done": None, "workers": 0, "poisoned": 0})
+            w = worker_s.setdefault(k, {"calls": 0.0, "ready": None, "done": None, "workers": 0, "poisoned": 0})
             w["calls"] = round(w["calls"] + (v.get("calls") or 0.0), 2)
             w["workers"] += v.get("workers") or 1
             w["poisoned"] += v.get("poisoned") or 0
-            if v.get("done") is not None:
-                w["done"] = max(w["done"] or 0.0, v["done"])
+            for when in ("ready", "done"):
+                if v.get(when) is not None:
+                    w[when] = max(w[when] or 0.0, v[when])
     meta["worker_s"] = worker_s
     meta["date"] = max(m.get("date", "") for m in metas)
     meta["shards"] = [{"dir": d, "index": m["shard"]["index"], "elapsed_s": m.get("elapsed_s")}

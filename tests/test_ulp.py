@@ -207,6 +207,26 @@ def test_grade_empty_and_scalar():
     assert g.status == "match" and g.worst_index == ()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grade_figures_of_finite_elements_ignore_matching_non_finite_ones(dtype):
+    """grade takes a shorter path when every value is finite on both sides: appending elements
+    whose classes match (nan with nan, inf with inf) changes none of the finite figures."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(1, 12))
+        ref = rng.normal(size=n) * 10.0 ** rng.integers(-3, 4, size=n)
+        noise = 1 + rng.normal(size=n) * float(finfo(dtype).eps) * rng.integers(0, 40)
+        out = to_dtype(ref * noise, dtype)
+        plain = grade(out, ref, dtype, 4.0)
+        mixed = grade(np.concatenate([out, to_dtype(np.array([NAN, INF, -INF]), dtype)]),
+                      np.concatenate([ref, [NAN, INF, -INF]]), dtype, 4.0)
+        for f in ("status", "max_ulp", "max_abs_err", "max_rel_err", "worst_index", "expected", "actual",
+                  "max_ulp_finite", "worst_finite_index", "excess"):
+            assert getattr(mixed, f) == getattr(plain, f), (f, out, ref)
+        assert np.array_equal(mixed.ulps_certain[:n], plain.ulps_certain) and np.isnan(mixed.ulps_certain[n:]).all()
+        assert plain.max_ulp == float(np.max(ulp_distance(out, ref, dtype)))
+
+
 def test_grade_long_double_reference_is_rounded_once():
     ref = np.longdouble(1) + np.longdouble(2.0) ** -60  # rounds to 1.0 in float64
     g = grade(np.array([1.0]), np.array([ref]), "float64", 0.0)
