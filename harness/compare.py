@@ -64,12 +64,13 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
     ref_hp = reference if reference.dtype == np.float64 else reference.astype(np.longdouble)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         abs_err = np.abs(act.astype(ref_hp.dtype) - ref_hp)
-        if special:
-            abs_err = np.where((ca == 0) & (cr == 0), abs_err, 0)
         rel_err = abs_err / np.abs(ref_hp)
         nonzero = ref_hp != 0
         if not nonzero.all():
             rel_err = np.where(nonzero, rel_err, np.where(abs_err == 0, 0, np.inf))
+        if special:  # errors of finite pairs only (a matching nan is 0 off, not nan)
+            both = (ca == 0) & (cr == 0)
+            abs_err, rel_err = np.where(both, abs_err, 0), np.where(both, rel_err, 0)
     with np.errstate(over="ignore"):  # beyond float64's range: inf
         abs_err = abs_err.astype(np.float64)
         rel_err = rel_err.astype(np.float64)
