@@ -87,3 +87,24 @@ def test_a_framework_that_restarts_often_gets_workers_that_restart_side_by_side(
     assert (poison.status == "raised").all() and poison.detail.str.contains("device-side assert").all()
     ok = alone[alone.case_id.str.startswith("ok/") & (alone.quantity == "loss")]
     assert len(ok) == 20 * len(DTYPES) and (ok.status == "match").all()
+
+
+def test_a_stretch_of_slow_calls_among_quick_ones_starts_no_spare(spare_soon, monkeypatch):
+    """A spare pays for itself only when much work is left. The estimate must not take a stretch
+    of slow calls of one kind (TF: the latest 32 calls' median at 14 ms where its 665 calls
+    averaged 3 ms, and a spare's start-up then cost the run more than it saved) for the calls
+    still queued: quick calls, then a slow stretch long enough to fill most of the window of
+    latest calls, then many quick ones. The median of the latest calls alone says 0.05 s x 400
+    calls = 20 s left; the mean so far says at most 2 s / 120 calls x 400 = 7 s."""
+    monkeypatch.setattr(runner, "MIN_SPLIT_S", 10.0)
+    cases = [normal(i) for i in range(40)]
+    for i in range(40, 60):
+        c = normal(i)
+        c["inputs"][0][2] = fa.SLOW
+        cases.append(c)
+    cases += [normal(i) for i in range(60, 260)]
+    stats: dict = {}
+    df, _ = runner.run(parse_cases({"cases": cases}), ["faulty"], DTYPES, call_timeout=CALL_TIMEOUT, cpus=2,
+                       stats=stats)
+    assert stats["worker_s"]["faulty"]["workers"] == 1, stats["worker_s"]["faulty"]
+    assert (df[df.quantity == "loss"].status == "match").all()
