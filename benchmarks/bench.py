@@ -11,15 +11,15 @@ harness.runner.plan):
            `direct jit`: the same loop with each call under jax.jit at its own shape.
   harness  `harness.runner.run` (worker process, batching, reference, grading, repro) in a
            process of its own, wall time minus the first worker's start-up (imports and
-           Framework.setup: until it says it is ready, runner.run's stats), reported beside it. With fresh (cold) and then filled (warm) caches
-           (XENTC_CACHE_DIR in a temporary directory): the reference cache (harness.refcache)
-           and, for JAX, the compilation cache.
+           Framework.setup, until it says it is ready: runner.run's stats), reported beside
+           it. With fresh (cold) and then filled (warm) caches (XENTC_CACHE_DIR in a
+           temporary directory): the reference cache (harness.refcache) and, for JAX, the
+           compilation cache.
 Each is run --repeat times, each time in a fresh process (and, for the harness, with a fresh
 cache for the cold run): prints the median time and the range, calls/second, the ratio of the
 medians harness/direct, and the peak resident memory (ru_maxrss) of the direct process, of the
 harness's parent and of its largest worker. Set-up (imports: Framework.setup, in both) is not
-timed. Timings are wall-clock
-on this machine; run nothing else meanwhile.
+timed. Timings are wall-clock on this machine; run nothing else meanwhile.
 
     --full    also the whole `make report` workload: every default framework, every dtype, the
               corpus, loss and gradients, in one `runner.run` (its own process, the JAX cache
@@ -40,6 +40,7 @@ import resource
 import sys
 import tempfile
 import time
+from statistics import median_high  # the median of an odd count, the upper one otherwise
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
@@ -141,11 +142,6 @@ def _large(conn, frameworks: list[str]) -> None:
     conn.send((made, time.perf_counter() - t0, rows, stats["peak_rss_mib"]))
 
 
-def _median(xs) -> float:
-    """The median (of an odd count; the upper one otherwise)."""
-    return sorted(xs)[len(xs) // 2]
-
-
 def _in_process(target, *args):
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -180,25 +176,25 @@ def main(argv=None) -> int:
           "start-up s | peak RSS MiB: direct / parent / worker |")
     print("|---|---|---|---|---|---|---|---|---|")
     def spread(xs):
-        return f"{_median(xs):.3g} ({min(xs):.3g}-{max(xs):.3g})" if len(xs) > 1 else f"{xs[0]:.3g}"
+        return f"{median_high(xs):.3g} ({min(xs):.3g}-{max(xs):.3g})" if len(xs) > 1 else f"{xs[0]:.3g}"
 
     for framework in [] if a.skip_direct else a.frameworks.split(","):
         direct = [_in_process(_direct, framework, dtypes, a.limit, False) for _ in range(a.repeat)]
-        n, direct_s, direct_rss = direct[0][0], _median([d[1] for d in direct]), max(d[2] for d in direct)
+        n, direct_s, direct_rss = direct[0][0], median_high([d[1] for d in direct]), max(d[2] for d in direct)
         runs = {"cold cache": [], "warm cache": []}
         for _ in range(a.repeat):  # a fresh cache each time: one cold run, then one warm
             with tempfile.TemporaryDirectory() as cache:
                 for label in runs:
                     runs[label].append(_in_process(_harness, framework, dtypes, a.limit, cache))
         for label, rs in runs.items():
-            harness_s, start = _median([r[0] for r in rs]), _median([r[1] for r in rs])
+            harness_s, start = median_high([r[0] for r in rs]), median_high([r[1] for r in rs])
             rss, wrss = max(r[3] for r in rs), max(r[4] for r in rs)
             print(f"| {framework} ({label}) | {n} | {spread([d[1] for d in direct])} | {n / direct_s:.0f} | "
                   f"{spread([r[0] for r in rs])} | {n / harness_s:.0f} | {harness_s / direct_s:.3g} | {start:.1f} | "
                   f"{direct_rss:.0f} / {rss:.0f} / {wrss:.0f} |", flush=True)
         if framework == "jax":
             jit = [_in_process(_direct, framework, dtypes, a.limit, True) for _ in range(a.repeat)]
-            jit_s = _median([j[1] for j in jit])
+            jit_s = median_high([j[1] for j in jit])
             print(f"| jax (direct loop under jax.jit, for comparison) | {n} | {spread([j[1] for j in jit])} | "
                   f"{n / jit_s:.0f} | | | | | {max(j[2] for j in jit):.0f} / | ", flush=True)
     if a.full:

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import wait
+from statistics import median_high
 from typing import Iterable
 
 import numpy as np
@@ -444,11 +445,6 @@ class WorkerHandle:
             self.proc.join(5)
 
 
-def _median(xs) -> float:
-    """The upper median of a non-empty collection."""
-    return sorted(xs)[len(xs) // 2]
-
-
 def _death(proc) -> str:
     code = proc.exitcode
     if code is not None and code < 0:
@@ -757,11 +753,11 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         for fw, q in queues.items():
             n = sum(h.framework == fw for h in handles)
             if q and len(recent[fw]) >= SPLIT_AFTER and 0 < n < cpus and fw not in no_spare:
-                per_call = min(_median(recent[fw]), busy_s[fw] / answered[fw])
+                per_call = min(median_high(recent[fw]), busy_s[fw] / answered[fw])
                 if poisoned[fw] and starts[fw]:
-                    per_call += poisoned[fw] / max(answered[fw], 1) * _median(starts[fw])
+                    per_call += poisoned[fw] / max(answered[fw], 1) * median_high(starts[fw])
                 left = len(q) * per_call / n
-                if left > max(most, MIN_SPLIT_S, SPLIT_STARTUPS * _median(starts[fw] or [0.0])):
+                if left > max(most, MIN_SPLIT_S, SPLIT_STARTUPS * median_high(starts[fw] or [0.0])):
                     most, best = left, fw
         if best is not None:
             h = WorkerHandle(best, log_dir, call_timeout, device)
