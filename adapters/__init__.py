@@ -407,12 +407,17 @@ def call_batch(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray
 
 
 def call_each(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray, Mapping[str, Any]]],
-              quantities: tuple[str, ...] = ("loss",), log_errors: bool = False) -> list[tuple[str, Any]]:
+              quantities: tuple[str, ...] = ("loss",), log_errors: bool = False,
+              times: list[float] | None = None) -> list[tuple[str, Any]]:
     """Each case in a call of its own: per case ("ok", {quantity: (kind, payload)}) or
     ("raised", message) when its loss raised (log_errors: its traceback to stderr, the worker's log),
-    or (UNRUN, why) for the cases after one that left the process unable to compute (poisoned)."""
+    or (UNRUN, why) for the cases after one that left the process unable to compute (poisoned).
+    times: a list this appends each case's seconds to (0 for a case not run)."""
+    import time
+
     res: list[tuple[str, Any]] = []
     for i, (x, t, p) in enumerate(items):
+        t0 = time.perf_counter()
         try:
             res.append(("ok", call(fw, api, x, t, p, quantities)))
         except Exception as e:  # noqa: BLE001 - any framework error becomes a row
@@ -421,8 +426,12 @@ def call_each(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray,
 
                 traceback.print_exc()
             res.append(("raised", error_line(e)))
+        if times is not None:
+            times.append(time.perf_counter() - t0)
         why = poisoned(fw, res[-1:])
         if why:  # the process can compute no more: the cases after this one are not run here
+            if times is not None:
+                times.extend([0.0] * (len(items) - i - 1))
             return res + [(UNRUN, why)] * (len(items) - i - 1)
     return res
 

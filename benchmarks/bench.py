@@ -147,7 +147,13 @@ def _in_process(target, *args):
     parent, child = ctx.Pipe()
     p = ctx.Process(target=target, args=(child, *args))
     p.start()
-    out = parent.recv()
+    child.close()  # the child's end lives in the child only: its death ends recv with EOFError
+    try:
+        out = parent.recv()
+    except EOFError:
+        p.join()
+        raise SystemExit(f"bench: the {target.__name__.strip('_')} process died (exit code {p.exitcode}) "
+                         "before it answered; see the error above") from None
     p.join()
     return out
 

@@ -31,6 +31,21 @@ class Grade:
     excess: float = float("nan")
 
 
+def _errors(act: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute and relative error of `act` (float64) against the unrounded reference, in float64
+    (inf beyond its range; relative: 0 where both are 0, inf where only the reference is). Taken
+    in the reference's precision (long double for float64 results): a float64 reference's
+    difference with a narrower dtype's value is rounded once, to float64."""
+    ref_hp = reference if reference.dtype == np.float64 else reference.astype(np.longdouble)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        abs_err = np.abs(act.astype(ref_hp.dtype) - ref_hp)
+        rel_err = abs_err / np.abs(ref_hp)
+        nonzero = ref_hp != 0
+        if not nonzero.all():
+            rel_err = np.where(nonzero, rel_err, np.where(abs_err == 0, 0, np.inf))
+        return abs_err.astype(np.float64), rel_err.astype(np.float64)
+
+
 def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
           ref_err: np.ndarray | None = None) -> Grade:
     """Compare `actual` (any float array) with the high-precision `reference`.
@@ -59,21 +74,10 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
     ca, cr = value_class(act_rounded), value_class(ref_rounded)
     special = bool(ca.any() or cr.any())  # a non-finite value on either side
     ulps = rounded_distance(act_rounded, ref_rounded, ca, cr, dtype)
-    # in the reference's precision (long double for float64 results): a float64 reference's
-    # difference with a narrower dtype's value is rounded once, to float64
-    ref_hp = reference if reference.dtype == np.float64 else reference.astype(np.longdouble)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        abs_err = np.abs(act.astype(ref_hp.dtype) - ref_hp)
-        rel_err = abs_err / np.abs(ref_hp)
-        nonzero = ref_hp != 0
-        if not nonzero.all():
-            rel_err = np.where(nonzero, rel_err, np.where(abs_err == 0, 0, np.inf))
-        if special:  # errors of finite pairs only (a matching nan is 0 off, not nan)
-            both = (ca == 0) & (cr == 0)
-            abs_err, rel_err = np.where(both, abs_err, 0), np.where(both, rel_err, 0)
-    with np.errstate(over="ignore"):  # beyond float64's range: inf
-        abs_err = abs_err.astype(np.float64)
-        rel_err = rel_err.astype(np.float64)
+    abs_err, rel_err = _errors(act, reference)
+    if special:  # errors of finite pairs only (a matching nan is 0 off, not nan)
+        both = (ca == 0) & (cr == 0)
+        abs_err, rel_err = np.where(both, abs_err, 0.0), np.where(both, rel_err, 0.0)
 
     mismatch = ca != cr
     allow = np.full(ulps.shape, float(tol_ulp))
@@ -121,6 +125,92 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
         ulps_certain=ulps_certain,
         excess=excess,
     )
+
+
+def _first_max(key: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment of `key` (given by its starts and sizes): its maximum, and where it first
+    occurs (np.argmax's choice), as an index into key; a segment holding nan: not meaningful."""
+    top = np.maximum.reduceat(key, starts)
+    hits = np.flatnonzero(key == np.repeat(top, sizes))
+    return top, hits[np.minimum(np.searchsorted(hits, starts), hits.size - 1)]
+
+
+def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray | None]]) -> list[Grade]:
+    """[grade(actual, reference, dtype, tol_ulp, ref_err) for each item], the same Grades
+    (tests/test_grade_many.py), computed at once where that is possible: pairs of one dtype and
+    reference dtype, of equal shapes (ref_err's too, if given), not empty, every value finite on
+    both sides once rounded to the dtype (most rows). Their elements are graded as one array,
+    each pair's maxima and first worst elements taken by reductions over its segment: a few
+    numpy calls for the lot instead of some forty per pair. Any other pair goes to grade()."""
+    out: list[Grade | None] = [None] * len(items)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (a, r, dtype, tol, err) in enumerate(items):
+        a, r = np.asarray(a), np.asarray(r)
+        if a.shape == r.shape and a.size and (err is None or np.shape(err) == r.shape):
+            groups.setdefault((dtype, r.dtype.str), []).append(i)
+        else:
+            out[i] = grade(a, r, dtype, tol, err)
+    for (dtype, _), idx in groups.items():
+        acts = [np.asarray(items[i][0], dtype=np.float64) for i in idx]
+        refs = [np.asarray(items[i][1]) for i in idx]
+        sizes = np.array([a.size for a in acts])
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        act = np.concatenate([a.ravel() for a in acts])
+        ref = np.concatenate([r.ravel() for r in refs])
+        tol = np.repeat(np.array([float(items[i][3]) for i in idx]), sizes)
+        with np.errstate(over="ignore"):  # as grade: one rounding of each side to dtype
+            ref_rounded = to_dtype(ref.astype(np.float64), dtype)
+        act_rounded = to_dtype(act, dtype)
+        finite = np.isfinite(act_rounded) & np.isfinite(ref_rounded)
+        ok = np.logical_and.reduceat(finite, starts)
+        if not ok.any():
+            for i in idx:
+                out[i] = grade(*items[i])
+            continue
+        zero = np.zeros(act.shape, np.int64)
+        with np.errstate(invalid="ignore", over="ignore"):  # segments with a non-finite value: not used
+            ulps = rounded_distance(act_rounded, ref_rounded, zero, zero, dtype)
+        abs_err, rel_err = _errors(act, ref)
+        allow = tol
+        bounded = [j for j, i in enumerate(idx) if items[i][4] is not None]
+        if bounded:  # the reference's own error in ulps, where a pair gives it (grade's ref_err)
+            err = np.concatenate([np.asarray(items[i][4], np.float64).ravel() if items[i][4] is not None
+                                  else np.zeros(acts[j].size) for j, i in enumerate(idx)])
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                extra = err / ulp(ref_rounded, dtype)
+            allow = tol + np.where(np.isfinite(extra), extra, 0.0)
+        over = ulps - allow
+        certain = allow - tol < 0.5
+        top_over, at_over = _first_max(over, starts, sizes)
+        top_ulps, at_ulps = _first_max(ulps, starts, sizes)
+        top_f, at_f = _first_max(np.where(certain, ulps, -1.0), starts, sizes)
+        max_abs = np.maximum.reduceat(abs_err, starts)
+        max_rel = np.maximum.reduceat(rel_err, starts)
+        for j, i in enumerate(idx):
+            if not ok[j]:
+                out[i] = grade(*items[i])
+                continue
+            s, shape = int(starts[j]), acts[j].shape
+            k = int(at_over[j] if top_over[j] > 0 else at_ulps[j])  # the worst element
+
+            def index(e: int) -> tuple[int, ...]:
+                return tuple(int(v) for v in np.unravel_index(e - s, shape)) if len(shape) else ()
+
+            seg = slice(s, s + int(sizes[j]))
+            has_err = items[i][4] is not None
+            extra_k = float(allow[k] - tol[k]) if has_err else 0.0
+            certain_any = bool(certain[seg].any()) if has_err else True
+            out[i] = Grade(
+                status="discrepancy" if over[k] > 0 else "match", max_ulp=float(top_ulps[j]),
+                max_abs_err=float(max_abs[j]), max_rel_err=float(max_rel[j]), worst_index=index(k),
+                expected=float(refs[j].ravel()[k - s]), actual=float(act[k]),
+                detail=(f"the reference is certain to {extra_k:.3g} ulp here (its terms cancel)"
+                        if extra_k >= 0.5 else ""),
+                max_ulp_finite=float(top_f[j]) if certain_any else float("nan"),
+                worst_finite_index=index(int(at_f[j])) if certain_any else None,
+                ulps_certain=(np.where(certain[seg], ulps[seg], np.nan) if has_err else ulps[seg]).reshape(shape),
+                excess=float(over[k]))
+    return out
 
 
 def merge_rows(parts: list[tuple[int, Grade]]) -> Grade:

@@ -37,7 +37,7 @@ import pandas as pd
 import adapters
 from harness import badinput, chunked, condition, oracle, profile, refcache, repro, worker
 from harness.casefile import Case
-from harness.compare import grade
+from harness.compare import Grade, grade, grade_many
 from harness.dtypes import reference_precision
 from harness.spec import DTYPES, FAMILIES, QUANTITIES, RESULT_COLUMNS, SAMPLED_FAMILIES, Api
 from harness.tolerance import terms_per_output, tolerance_ulp
@@ -47,6 +47,11 @@ START_TIMEOUT_S = 300.0
 #: the most rows (and cases) one batched call stacks
 MAX_BATCH_ROWS = 4096
 MAX_BATCH_CASES = 256
+#: cases that are not stacked go to a worker in groups of one API (each case still called on its
+#: own, at its own shape: adapters.call_each) of at most this many cases and input elements: a
+#: message and a wake-up per group, not per case (measured, torch float32: 700 calls of 0.2 ms)
+MAX_GROUP_CASES = 16
+MAX_GROUP_ELEMENTS = 1 << 16
 #: a call with more input elements than this is in flight on one worker at a time
 LARGE_CALL_ELEMENTS = 1 << 24
 #: the calls a worker is sent ahead (it reads them in a thread of its own, harness.worker): the
@@ -135,24 +140,40 @@ def plan(cases: Iterable[Case], apis: Iterable[Api], dtypes: Iterable[str]) -> t
 
 
 class Call(list):
-    """The tasks of one call to a worker: one task, or a batch (adapters.call_batch) of one or
-    more tasks of one batch key."""
+    """The tasks of one call to a worker: a batch (adapters.call_batch) of one or more tasks of
+    one batch key, or a group of one or more tasks of one API and quantities, each run on its own
+    (adapters.call_each)."""
 
     batched = False
 
+    def alone(self, task: Task) -> "Call":
+        """A call of `task` alone, run as this one runs it (batched: padded to its bucket)."""
+        c = Call([task])
+        c.batched = self.batched
+        return c
+
 
 def batches(tasks: list[Task], batch_rows: bool, stack: bool = True) -> list[Call]:
-    """The calls that run `tasks` (one framework's, in plan order): one task each, or, where the
-    framework batches, the tasks of one batch key together (in the order of their first task),
-    at most MAX_BATCH_ROWS rows (elements, for a flat key) and MAX_BATCH_CASES cases per call.
-    stack=False: one task per batched call (the same bucket shape, hence the same values)."""
+    """The calls that run `tasks` (one framework's, in plan order), each placed where its first
+    task is: where the framework batches, the tasks of one batch key together, at most
+    MAX_BATCH_ROWS rows (elements, for a flat key) and MAX_BATCH_CASES cases per call; any other
+    task in a group of tasks of its API and quantities (MAX_GROUP_CASES, MAX_GROUP_ELEMENTS).
+    stack=False: one task per call (a batched one padded to the same bucket shape, hence the same
+    values)."""
     calls: list[Call] = []
     open_: dict[object, tuple[Call, int]] = {}
     for t in tasks:
         key = (adapters.batch_key(t.api, t.case.inputs, t.case.targets, t.case.params, t.quantities, t.case.invalid)
                if batch_rows else None)
         if key is None:
-            calls.append(Call([t]))
+            g, n = ("group", t.api.id, t.quantities), t.case.inputs.size
+            if (stack and g in open_ and len(open_[g][0]) < MAX_GROUP_CASES
+                    and open_[g][1] + n <= MAX_GROUP_ELEMENTS):
+                open_[g][0].append(t)
+                open_[g] = (open_[g][0], open_[g][1] + n)
+            else:
+                calls.append(Call([t]))
+                open_[g] = (calls[-1], n)
             continue
         n = t.case.inputs.size if "flat" in key else len(t.case.inputs)
         k = (key, t.dtype)
@@ -165,6 +186,22 @@ def batches(tasks: list[Task], batch_rows: bool, stack: bool = True) -> list[Cal
             calls.append(c)
             open_[k] = (c, n)
     return calls
+
+
+def _terms(task: Task) -> int:
+    """The terms behind each output of the task's loss (harness.tolerance.terms_per_output)."""
+    shape = task.case.inputs.shape
+    if "axis" in task.case.params and shape:  # the class (or mean) axis counted as the last one
+        ax = task.case.params["axis"] % len(shape)
+        shape = shape[:ax] + shape[ax + 1:] + (shape[ax],)
+    elif FAMILIES[task.case.family].targets == "classes":  # a row's logits: T + S dot products
+        shape = (shape[0], (task.case.targets.shape[-1] + len(task.case.params["sampled"])) * shape[1])
+    return terms_per_output(FAMILIES[task.case.family].rowwise, shape, task.case.reduction,
+                            bool(task.api.convention("axis_mean")))
+
+
+def _tolerance(task: Task) -> float:
+    return tolerance_ulp(task.dtype, _terms(task))
 
 
 def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
@@ -433,7 +470,9 @@ class WorkerHandle:
         self.proc.join(5)
         self.conn.close()
 
-    def stop(self) -> None:
+    def stop(self) -> list:
+        """Ask the worker to end, and wait for it; the messages it sent and were not read (a
+        "poisoned" after its last call)."""
         self.sample_peak()
         try:
             self.conn.send(None)
@@ -443,6 +482,13 @@ class WorkerHandle:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(5)
+        left = []
+        try:
+            while self.conn.poll():
+                left.append(self.conn.recv())
+        except (EOFError, OSError):
+            pass
+        return left
 
 
 def _death(proc) -> str:
@@ -542,24 +588,32 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         for q in task.quantities:
             finish(task, q, **kw)
 
-    def graded(task: Task, quantity: str, out: np.ndarray, seconds: float) -> None:
+    def pregrade(results: list[tuple[Task, tuple]]) -> dict[tuple[int, str], Grade]:
+        """The Grades of the rows graded() will grade among these results of one call, graded at
+        once (compare.grade_many: the same Grades as one by one)."""
+        keys, items = [], []
+        for task, (kind, payload) in results:
+            if kind != "ok" or task.case.invalid or chunked.rows_per_block(task.case):
+                continue
+            for q in task.quantities:
+                if payload[q][0] == "ok":
+                    ref, _, ref_err = reference(task.case, task.api, task.dtype, q)
+                    keys.append((task.idx, q))
+                    items.append((np.asarray(payload[q][1]), ref, task.dtype, _tolerance(task), ref_err))
+        return dict(zip(keys, grade_many(items)))
+
+    def graded(task: Task, quantity: str, out: np.ndarray, seconds: float, g: Grade | None = None) -> None:
+        """The row of a quantity computed, graded (g: its Grade, from pregrade) against the reference."""
         per_block = chunked.rows_per_block(task.case)
         if not per_block:
             ref, label, ref_err = reference(task.case, task.api, task.dtype, quantity)
-        shape = task.case.inputs.shape
-        if "axis" in task.case.params and shape:  # the class (or mean) axis counted as the last one
-            ax = task.case.params["axis"] % len(shape)
-            shape = shape[:ax] + shape[ax + 1:] + (shape[ax],)
-        elif FAMILIES[task.case.family].targets == "classes":  # a row's logits: T + S dot products
-            shape = (shape[0], (task.case.targets.shape[-1] + len(task.case.params["sampled"])) * shape[1])
-        n = terms_per_output(FAMILIES[task.case.family].rowwise, shape, task.case.reduction,
-                             bool(task.api.convention("axis_mean")))
+        n = _terms(task)
         tol = tolerance_ulp(task.dtype, n)
         if per_block:  # the reference a block of rows at a time (harness.chunked)
             label = reference_precision(task.dtype)[1]
             g = chunked.grade_blocks(out, lambda rows: reference(task.case, task.api, task.dtype, quantity, rows)[::2],
                                      chunked.shape_of(task.case, quantity), task.dtype, tol, per_block)
-        else:
+        elif g is None:
             g = grade(out, ref, task.dtype, tol, ref_err)
         idx = g.worst_index
         detail = g.detail
@@ -631,26 +685,26 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         for q in task.quantities:
             failed_row(task, status, detail, seconds, q)
 
-    def received(task: Task, results: dict, seconds: float) -> None:
+    def received(task: Task, results: dict, seconds: float, grades: dict) -> None:
         for q in task.quantities:
             kind, payload = results[q]
             if kind == "ok" and task.case.invalid:
                 bad_input(task, np.asarray(payload), seconds)
             elif kind == "ok":
-                graded(task, q, np.asarray(payload), seconds)
+                graded(task, q, np.asarray(payload), seconds, grades.get((task.idx, q)))
             elif kind == "none":
                 failed_row(task, "no_gradient", f"{task.api.framework} returned no gradient (None)", seconds, q)
             else:
                 failed_row(task, "raised", payload, seconds, q)
 
     def lost(h: WorkerHandle, why: str) -> None:
-        """The call running crashed or hung: a batch is sent again one case per call; a call
-        sent behind it, which never ran, is sent again as it was."""
+        """The call running crashed or hung: a batch or group is sent again one case per call; a
+        call sent behind it, which never ran, is sent again as it was."""
         calls, later = h.inflight[0], list(h.inflight)[1:]
         if h.unsent:  # the worker was dead before it was sent: it never ran
             restart(h, [calls, *later])
         elif len(calls) > 1:
-            restart(h, [*(Call([t]) for t in calls), *later])
+            restart(h, [*(calls.alone(t) for t in calls), *later])
         else:
             failed_all(calls[0], "crashed", why)
             restart(h, later)
@@ -772,7 +826,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     if queues[h.framework]:
                         send_next(h)
                     elif not h.inflight:
-                        h.stop()
+                        # its last call poisoned it: counted, though nothing is left to move
+                        poisoned[h.framework] += sum(m[0] == "poisoned" for m in h.stop())
                         retire(h)
             if not handles:
                 break
@@ -820,22 +875,25 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     poisoned[h.framework] += 1
                     restart(h, list(h.inflight))
                 else:
-                    call_id, results, seconds = msg
-                    busy_s[h.framework] += seconds
+                    call_id, results, seconds = msg  # seconds: per case
+                    busy_s[h.framework] += sum(seconds)
                     answered[h.framework] += 1
-                    recent[h.framework].append(seconds)
+                    recent[h.framework].append(sum(seconds))
                     calls = h.inflight.popleft()
                     assert calls[0].idx == call_id and len(results) == len(calls)
                     if h.inflight:  # the worker started the call behind it now
                         h.deadline = time.monotonic() + h.call_timeout
                     send_next(h)  # the worker computes the next call while this one is graded
-                    for task, (kind, payload) in zip(calls, results):  # a batch's time, shared
+                    unrun = []  # after a poisoning case: a new worker runs each, in order
+                    grades = pregrade(list(zip(calls, results)))
+                    for task, (kind, payload), s in zip(calls, results, seconds):
                         if kind == "ok":
-                            received(task, payload, seconds / len(calls))
-                        elif kind == adapters.UNRUN:  # after a poisoning case: a new worker runs it
-                            queues[h.framework].appendleft(Call([task]))
+                            received(task, payload, s, grades)
+                        elif kind == adapters.UNRUN:
+                            unrun.append(calls.alone(task))
                         else:
-                            failed_all(task, "raised", payload, seconds / len(calls))
+                            failed_all(task, "raised", payload, s)
+                    queues[h.framework].extendleft(reversed(unrun))
             now = time.monotonic()
             for h in list(handles):
                 if now > h.deadline and (h.inflight or not h.ready):

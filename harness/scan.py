@@ -427,7 +427,7 @@ class _Worker:
             self.h.start()
             self._ready()
             return "crashed", msg, 0.0
-        tid, ((status, payload),), seconds = msg  # harness.worker's protocol: one case per call
+        tid, ((status, payload),), (seconds,) = msg  # harness.worker's protocol: one case per call
         assert tid == task_id, (tid, task_id)
         if status != "ok":
             return "raised", payload, seconds

@@ -5,7 +5,7 @@ given (adapters.DEVICES), which the framework must see, or it reports itself una
 multiprocessing Pipe (our own processes; case files are never pickled):
   parent -> worker: (call_id, api_id, [(x, t, params), ...], quantities, batched)  or None to stop
   worker -> parent: ("ready", version, info) once, then per call
-                    (call_id, [result per case], seconds), a result being
+                    (call_id, [result per case], [seconds per case]), a result being
                     ("ok", {quantity: (kind, payload)}) (adapters.call),
                     ("raised", "ExcType: first line") when the loss raised, or
                     (adapters.UNRUN, why) for a case not run;
@@ -13,7 +13,8 @@ multiprocessing Pipe (our own processes; case files are never pickled):
                     unable to compute (adapters.poisoned: a CUDA context after a device-side
                     assert); the runner sends the calls it did not run to a new worker.
 A batched call (one case or several of one adapters.batch_key) runs through
-adapters.call_batch, any other through adapters.call.
+adapters.call_batch (its time shared by its cases); any other (one case, or a group of cases of
+one API: runner.batches) through adapters.call_each, each case on its own and timed on its own.
 """
 from __future__ import annotations
 
@@ -101,12 +102,14 @@ def main(conn, framework: str, log_path: str | None = None, device: str = "cpu")
         if msg is None:  # the end, or the runner is gone
             break
         call_id, api_id, items, quantities, batched = msg
-        t0 = time.perf_counter()
         if batched:
+            t0 = time.perf_counter()
             res = adapters.call_batch(fw, apis[api_id], items, quantities)
+            seconds = [(time.perf_counter() - t0) / len(items)] * len(items)
         else:
-            res = adapters.call_each(fw, apis[api_id], items, quantities, log_errors=bool(log_path))
-        conn.send((call_id, res, time.perf_counter() - t0))
+            seconds = []
+            res = adapters.call_each(fw, apis[api_id], items, quantities, log_errors=bool(log_path), times=seconds)
+        conn.send((call_id, res, seconds))
         why = adapters.poisoned(fw, res)
         if why:
             conn.send(("poisoned", why, None))

@@ -75,11 +75,17 @@ def test_batch_plan():
     calls = runner.batches(tasks, True)
     assert sorted(t.idx for c in calls for t in c) == sorted(t.idx for t in tasks)  # each task once
     for c in calls:
-        if len(c) > 1:
-            keys = {adapters.batch_key(t.api, t.case.inputs, t.case.targets, t.case.params, t.quantities) for t in c}
+        keys = {adapters.batch_key(t.api, t.case.inputs, t.case.targets, t.case.params, t.quantities, t.case.invalid)
+                for t in c}
+        if c.batched:
             assert len(keys) == 1 and None not in keys
             rows = sum(t.case.inputs.size if "flat" in next(iter(keys)) else len(t.case.inputs) for t in c)
-            assert rows <= runner.MAX_BATCH_ROWS and len(c) <= runner.MAX_BATCH_CASES
+            assert len(c) == 1 or (rows <= runner.MAX_BATCH_ROWS and len(c) <= runner.MAX_BATCH_CASES)
+        else:  # a group: cases of one API and quantities, none of them stacked
+            assert keys == {None} and len({(t.api.id, t.quantities) for t in c}) == 1
+            assert len(c) == 1 or (len(c) <= runner.MAX_GROUP_CASES
+                                   and sum(t.case.inputs.size for t in c) <= runner.MAX_GROUP_ELEMENTS)
+    assert any(len(c) > 1 for c in calls if not c.batched)
     # what never shares a call: invalid input, reduced cases, per-row weight arrays, other axes
     for t in tasks:
         key = adapters.batch_key(t.api, t.case.inputs, t.case.targets, t.case.params, t.quantities, t.case.invalid)
@@ -87,10 +93,13 @@ def test_batch_plan():
             assert key is None, t.case.id
         elif t.case.inputs.shape[1] > adapters.BATCH_MAX_ROW and t.case.family.startswith(("softmax", "sparse")):
             assert key is None, t.case.id  # a wide row runs at its own shape
-    # without batch_rows (torch) one task per call, run as it is; batch=False: one task per call,
-    # padded to its bucket as in a batch
+    # without batch_rows (torch) no call is stacked: groups of one API, each case run as it is;
+    # batch=False: one task per call, padded to its bucket as in a batch
     torch_tasks, _ = runner.plan(list(cases.values()), adapters.all_apis(["torch"]), ["float32"])
-    assert all(len(c) == 1 and not c.batched for c in runner.batches(torch_tasks, False))
+    torch_calls = runner.batches(torch_tasks, False)
+    assert not any(c.batched for c in torch_calls) and all(len({t.api.id for t in c}) == 1 for c in torch_calls)
+    assert len(torch_calls) < len(torch_tasks) / 4
+    assert all(len(c) == 1 for c in runner.batches(torch_tasks, False, stack=False))
     alone = runner.batches(tasks, True, stack=False)
     assert all(len(c) == 1 for c in alone) and {c[0].idx for c in alone if c.batched} == {
         t.idx for c in calls if c.batched for t in c}

@@ -38,9 +38,12 @@ def run(cpus: int, abort: bool = True) -> tuple[pd.DataFrame, dict]:
 
 @pytest.fixture
 def spare_soon(monkeypatch):
-    """A spare as soon as one call is answered (the calls here take 0.05 s, not minutes)."""
+    """A spare as soon as one call is answered (the calls here take 0.05 s, not minutes); a call
+    per case, not per group of cases (runner.MAX_GROUP_CASES), so that the few cases here make a
+    queue of calls long enough to estimate (runner.SPLIT_AFTER)."""
     fa.register(monkeypatch)
     monkeypatch.setattr(runner, "MIN_SPLIT_S", 0.1)
+    monkeypatch.setattr(runner, "MAX_GROUP_CASES", 1)
 
 
 def test_a_spare_worker_changes_no_value(spare_soon):
