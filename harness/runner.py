@@ -200,10 +200,6 @@ def _terms(task: Task) -> int:
                             bool(task.api.convention("axis_mean")))
 
 
-def _tolerance(task: Task) -> float:
-    return tolerance_ulp(task.dtype, _terms(task))
-
-
 def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
     row = dict.fromkeys(RESULT_COLUMNS)
     row.update(invalid=case.invalid or "", case_id=case.id, category=case.category, family=case.family, api=api.id,
@@ -599,11 +595,12 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         for task, (kind, payload) in results:
             if kind != "ok" or task.case.invalid or chunked.rows_per_block(task.case):
                 continue
+            tol = tolerance_ulp(task.dtype, _terms(task))
             for q in task.quantities:
                 if payload[q][0] == "ok":
                     ref, _, ref_err = reference(task.case, task.api, task.dtype, q)
                     keys.append((task.idx, q))
-                    items.append((np.asarray(payload[q][1]), ref, task.dtype, _tolerance(task), ref_err))
+                    items.append((np.asarray(payload[q][1]), ref, task.dtype, tol, ref_err))
         return dict(zip(keys, grade_many(items)))
 
     def graded(task: Task, quantity: str, out: np.ndarray, seconds: float, g: Grade | None = None) -> None:
