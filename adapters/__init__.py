@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -413,8 +414,6 @@ def call_each(fw: Framework, api: Api, items: list[tuple[np.ndarray, np.ndarray,
     ("raised", message) when its loss raised (log_errors: its traceback to stderr, the worker's log),
     or (UNRUN, why) for the cases after one that left the process unable to compute (poisoned).
     times: a list this appends each case's seconds to (0 for a case not run)."""
-    import time
-
     res: list[tuple[str, Any]] = []
     for i, (x, t, p) in enumerate(items):
         t0 = time.perf_counter()

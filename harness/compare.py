@@ -31,6 +31,11 @@ class Grade:
     excess: float = float("nan")
 
 
+def _uncertain(extra: float) -> str:
+    """A row's detail where its worst element's reference is certain only to `extra` ulps."""
+    return f"the reference is certain to {extra:.3g} ulp here (its terms cancel)"
+
+
 def _errors(act: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Absolute and relative error of `act` (float64) against the unrounded reference, in float64
     (inf beyond its range; relative: 0 where both are 0, inf where only the reference is). Taken
@@ -96,7 +101,7 @@ def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
         status = "discrepancy" if over.ravel()[flat] > 0 else "match"
         excess = float(over.ravel()[flat])
         if allow.ravel()[flat] - tol_ulp >= 0.5:
-            detail = f"the reference is certain to {allow.ravel()[flat] - tol_ulp:.3g} ulp here (its terms cancel)"
+            detail = _uncertain(allow.ravel()[flat] - tol_ulp)
     idx = tuple(int(i) for i in np.unravel_index(flat, actual.shape)) if actual.ndim else ()
     finite = ~mismatch
     if special or ref_err is not None:
@@ -204,8 +209,7 @@ def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray 
                 status="discrepancy" if over[k] > 0 else "match", max_ulp=float(top_ulps[j]),
                 max_abs_err=float(max_abs[j]), max_rel_err=float(max_rel[j]), worst_index=index(k),
                 expected=float(refs[j].ravel()[k - s]), actual=float(act[k]),
-                detail=(f"the reference is certain to {extra_k:.3g} ulp here (its terms cancel)"
-                        if extra_k >= 0.5 else ""),
+                detail=_uncertain(extra_k) if extra_k >= 0.5 else "",
                 max_ulp_finite=float(top_f[j]) if certain_any else float("nan"),
                 worst_finite_index=index(int(at_f[j])) if certain_any else None,
                 ulps_certain=(np.where(certain[seg], ulps[seg], np.nan) if has_err else ulps[seg]).reshape(shape),
