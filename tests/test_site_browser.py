@@ -107,12 +107,28 @@ def _severe(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
 
 
+#: in one round trip per page: every link's resolved href, and per image whether its source loads
+#: (a lazy image below the fold has not loaded yet: its source is loaded into a fresh Image)
+_PAGE_SCRIPT = """
+var done = arguments[arguments.length - 1];
+var hrefs = Array.from(document.querySelectorAll('a[href]'), function (a) { return a.href; });
+var imgs = Array.from(document.getElementsByTagName('img'));
+Promise.all(imgs.map(function (img) {
+  return new Promise(function (resolve) {
+    var im = new Image();
+    im.onload = function () { resolve([img.src, im.naturalWidth > 0]); };
+    im.onerror = function () { resolve([img.src, false]); };
+    im.src = img.src;
+  });
+})).then(function (loaded) { done([hrefs, loaded]); });
+"""
+
+
 def _crawl(driver, site: str) -> set[str]:
     """Visit every page reachable from index.html by internal links; assert each link and image
     resolves and no page logs a JavaScript error. Returns the pages visited."""
-    from selenium.webdriver.common.by import By
-
     todo, seen = [os.path.join(site, "index.html")], set()
+    anchors: dict[str, str] = {}  # an HTML file's text, read once for every #fragment into it
     while todo:
         page = todo.pop()
         if page in seen:
@@ -120,23 +136,20 @@ def _crawl(driver, site: str) -> set[str]:
         seen.add(page)
         driver.get("file://" + page)
         assert _severe(driver) == [], f"JavaScript errors on {page}"
-        for img in driver.find_elements(By.TAG_NAME, "img"):
-            # a lazy image below the fold has not loaded yet: load its source into a fresh Image
-            ok = driver.execute_async_script(
-                "var done = arguments[1], im = new Image();"
-                "im.onload = function () { done(im.naturalWidth > 0); }; im.onerror = function () { done(false); };"
-                "im.src = arguments[0].src;", img)
-            assert ok, f"image {img.get_attribute('src')} does not load on {page}"
-        for a in driver.find_elements(By.CSS_SELECTOR, "a[href]"):
-            href = a.get_attribute("href")
+        hrefs, images = driver.execute_async_script(_PAGE_SCRIPT)
+        for src, ok in images:
+            assert ok, f"image {src} does not load on {page}"
+        for href in hrefs:
             u = urllib.parse.urlparse(href)
             if u.scheme != "file":
                 continue
             target = urllib.parse.unquote(u.path)
             assert os.path.isfile(target), f"broken link {href} on {page}"
             if u.fragment and target.endswith(".html"):
-                with open(target, encoding="utf-8") as f:
-                    assert f'id="{u.fragment}"' in f.read(), f"missing anchor #{u.fragment} in {target}"
+                if target not in anchors:
+                    with open(target, encoding="utf-8") as f:
+                        anchors[target] = f.read()
+                assert f'id="{u.fragment}"' in anchors[target], f"missing anchor #{u.fragment} in {target}"
             if target.endswith(".html"):
                 todo.append(target)
     return seen
