@@ -1,11 +1,12 @@
 """Batching (M7) does not change what is measured: where a framework runs cases of one batch key
 as one call (adapters.Framework.batch_rows: JAX, rows stacked and padded to a power-of-two
-bucket, under jax.jit), every row of the results equals, in every column but the timing
-`seconds`, the row of the same run with one case per call (`runner.run(batch=False)`, each case
-alone in its bucket). keras[jax], which runs eagerly, batches too (without jax.jit), and there
-every row equals the row of each case run alone at its own shape, unpadded. (XLA's results can depend on the shape it compiles for: at its exact
-shape instead of its bucket, 2 of 5,121 JAX rows differed in the last bits of a float64
-gradient, both within tolerance; so the bucket is part of how JAX is measured.)
+bucket, under jax.jit), every row of the conformance run (tests/conformance_runs.py: the whole
+corpus, batched) equals, in every column but the timing `seconds`, the row of a run with one
+case per call (`runner.run(batch=False)`, each case alone in its bucket). keras[jax], which runs
+eagerly, batches too (without jax.jit), and there every row equals the row of each case run
+alone at its own shape, unpadded. (XLA's results can depend on the shape it compiles for: at
+its exact shape instead of its bucket, 2 of 5,121 JAX rows differed in the last bits of a
+float64 gradient, both within tolerance; so the bucket is part of how JAX is measured.)
 
 And the batching plan itself: which cases share a call, and a batch that crashes is retried
 one case per call, so the crashed row is the case that did it."""
@@ -17,6 +18,7 @@ import pytest
 
 import adapters
 from cases.generator import build_corpus
+from conformance_runs import CORPUS, run_of
 from harness import runner
 
 
@@ -35,14 +37,21 @@ def assert_same_rows(batched: pd.DataFrame, other: pd.DataFrame, what: str) -> N
         for i, r in batched[differ].head(10).iterrows())
 
 
+def rows_like(run: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `run` with the (api, case, dtype, quantity) of `other`'s rows, in its order."""
+    key = ["api", "case_id", "dtype", "quantity"]
+    return run.set_index(key).loc[pd.MultiIndex.from_frame(other[key])].reset_index()[list(other.columns)]
+
+
 @pytest.mark.conformance
 @pytest.mark.xdist_group("jax")
 @pytest.mark.parametrize("dtypes", [("float32", "bfloat16"), ("float64", "float16")])
 def test_batched_equals_one_at_a_time(dtypes):
-    cases = [c for c in build_corpus(0) if c.category not in ("exhaustive",)]
-    batched, _ = runner.run(cases, ["jax"], dtypes)
+    """The batched rows are the conformance run's (tests/conformance_runs.py: the whole corpus,
+    computed once in this worker), where these cases shared buckets with the exhaustive ones too."""
+    cases = [c for c in CORPUS if c.category not in ("exhaustive",)]
     single, _ = runner.run(cases, ["jax"], dtypes, batch=False)
-    assert_same_rows(batched, single, "one-at-a-time")
+    assert_same_rows(rows_like(run_of("jax"), single), single, "one-at-a-time")
     # the comparison is not vacuous: most of these cases did run in shared calls
     tasks, _ = runner.plan(cases, adapters.all_apis(["jax"]), dtypes)
     calls = runner.batches(tasks, True)
@@ -54,18 +63,19 @@ def test_batched_equals_one_at_a_time(dtypes):
 def test_keras_jax_batched_equals_unbatched(monkeypatch):
     """keras[jax] runs eagerly, op by op; its batches change no value against each case alone at
     its own shape, unpadded (rows wider than adapters.BATCH_MAX_ROW run alone: at 32,768 classes
-    the 8-row bucket changed a value). The cases here are those a keras[jax] API batches."""
+    the 8-row bucket changed a value). The cases here are those a keras[jax] API batches; the
+    batched rows are the conformance run's (tests/conformance_runs.py: the whole corpus, so each
+    case shared its calls with cases that are not here), computed once in this worker."""
     apis = adapters.all_apis(["keras[jax]"])
     dtypes = ("float32", "float64")
-    every, _ = runner.plan(build_corpus(0), apis, dtypes)
+    every, _ = runner.plan(CORPUS, apis, dtypes)
     batched_ids = {t.case.id for c in runner.batches(every, True) if c.batched for t in c}
-    cases = [c for c in build_corpus(0) if c.id in batched_ids]
+    cases = [c for c in CORPUS if c.id in batched_ids]
     assert len(cases) > 20
-    batched, _ = runner.run(cases, ["keras[jax]"], dtypes)
     plain = runner.batches
     monkeypatch.setattr(runner, "batches", lambda tasks, batch_rows, stack=True: plain(tasks, False, stack))
     alone, _ = runner.run(cases, ["keras[jax]"], dtypes)
-    assert_same_rows(batched, alone, "unbatched keras[jax]")
+    assert_same_rows(rows_like(run_of("keras[jax]"), alone), alone, "unbatched keras[jax]")
 
 
 def test_batch_plan():

@@ -17,14 +17,10 @@ import os
 import pytest
 
 import adapters
-from cases.generator import build_corpus
+from conformance_runs import CORPUS, run_of
 from harness import expectations, runner
 from harness.spec import DTYPES
 
-SEED = 0
-#: the whole corpus `xentc run` uses: hand-written cases, the exhaustive float16/bfloat16 domains
-#: of the elementwise families and the `xentc explore` finds (cases/found/)
-CORPUS = build_corpus(SEED)
 KNOWN = expectations.load()
 #: XENTC_FRAMEWORKS=torch,jax restricts the suite (tox envs use it); default: every framework
 FRAMEWORKS = [f for f in os.environ.get("XENTC_FRAMEWORKS", ",".join(adapters.DEFAULT_FRAMEWORKS)).split(",") if f]
@@ -38,8 +34,8 @@ _results: dict[str, dict] = {}
 def results_of(framework: str) -> dict:
     """{(api, case_id, dtype, quantity): row} for one framework, computed once per test process."""
     if framework not in _results:
-        df, _ = runner.run(CORPUS, [framework], DTYPES)
-        _results[framework] = {(r["api"], r["case_id"], r["dtype"], r["quantity"]): r for r in df.to_dict("records")}
+        _results[framework] = {(r["api"], r["case_id"], r["dtype"], r["quantity"]): r
+                               for r in run_of(framework).to_dict("records")}
     return _results[framework]
 
 
