@@ -165,24 +165,17 @@ def batches(tasks: list[Task], batch_rows: bool, stack: bool = True) -> list[Cal
     for t in tasks:
         key = (adapters.batch_key(t.api, t.case.inputs, t.case.targets, t.case.params, t.quantities, t.case.invalid)
                if batch_rows else None)
-        if key is None:
-            g, n = ("group", t.api.id, t.quantities), t.case.inputs.size
-            if (stack and g in open_ and len(open_[g][0]) < MAX_GROUP_CASES
-                    and open_[g][1] + n <= MAX_GROUP_ELEMENTS):
-                open_[g][0].append(t)
-                open_[g] = (open_[g][0], open_[g][1] + n)
-            else:
-                calls.append(Call([t]))
-                open_[g] = (calls[-1], n)
-            continue
-        n = t.case.inputs.size if "flat" in key else len(t.case.inputs)
-        k = (key, t.dtype)
-        if stack and k in open_ and len(open_[k][0]) < MAX_BATCH_CASES and open_[k][1] + n <= MAX_BATCH_ROWS:
-            open_[k][0].append(t)
+        if key is None:  # a group: input elements counted
+            k, n, most, size = ("group", t.api.id, t.quantities), t.case.inputs.size, MAX_GROUP_CASES, MAX_GROUP_ELEMENTS
+        else:  # a batch: rows (elements, for a flat key) counted
+            k, most, size = (key, t.dtype), MAX_BATCH_CASES, MAX_BATCH_ROWS
+            n = t.case.inputs.size if "flat" in key else len(t.case.inputs)
+        if stack and k in open_ and len(open_[k][0]) < most and open_[k][1] + n <= size:
             open_[k] = (open_[k][0], open_[k][1] + n)
+            open_[k][0].append(t)
         else:
             c = Call([t])
-            c.batched = True
+            c.batched = key is not None
             calls.append(c)
             open_[k] = (c, n)
     return calls
