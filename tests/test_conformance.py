@@ -25,8 +25,9 @@ KNOWN = expectations.load()
 #: XENTC_FRAMEWORKS=torch,jax restricts the suite (tox envs use it); default: every framework
 FRAMEWORKS = [f for f in os.environ.get("XENTC_FRAMEWORKS", ",".join(adapters.DEFAULT_FRAMEWORKS)).split(",") if f]
 _TASKS, _SKIPPED = runner.plan(CORPUS, adapters.all_apis(FRAMEWORKS), DTYPES)
-ROWS = sorted([(t.api.framework, t.api.id, t.case.id, t.dtype, q) for t in _TASKS for q in t.quantities]
-              + [(r["framework"], r["api"], r["case_id"], r["dtype"], r["quantity"]) for r in _SKIPPED])
+#: (framework, api, case_id, dtype, quantity, why it is unsupported: known from the plan, or "")
+ROWS = sorted([(t.api.framework, t.api.id, t.case.id, t.dtype, q, "") for t in _TASKS for q in t.quantities]
+              + [(r["framework"], r["api"], r["case_id"], r["dtype"], r["quantity"], r["detail"]) for r in _SKIPPED])
 
 _results: dict[str, dict] = {}
 
@@ -46,11 +47,13 @@ def group(fw: str) -> str:
     return fw.replace("[", "-").replace("]", "")
 
 
-def _param(fw, api, case, dtype, quantity):
+def _param(fw, api, case, dtype, quantity, unsupported):
     # the framework first: keras's APIs have one id on every backend, and a duplicate id costs
     # pytest a pass over every id to make it unique (quadratic: minutes at this size)
-    return pytest.param(fw, api, case, dtype, quantity, id=f"{fw}::{api}::{case}::{dtype}::{quantity}",
-                        marks=[pytest.mark.xdist_group(group(fw)), pytest.mark.conformance])
+    marks = [pytest.mark.xdist_group(group(fw)), pytest.mark.conformance]
+    if unsupported:  # the plan's row (runner.plan), as the run gives it: skipped at setup, the run not awaited
+        marks.append(pytest.mark.skip(reason=unsupported))
+    return pytest.param(fw, api, case, dtype, quantity, id=f"{fw}::{api}::{case}::{dtype}::{quantity}", marks=marks)
 
 
 @pytest.mark.parametrize("framework,api,case_id,dtype,quantity", [_param(*r) for r in ROWS])
