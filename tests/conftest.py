@@ -1,5 +1,6 @@
 import os
 
+import pytest
 from hypothesis import settings
 
 from cases.strategies import register_profiles
@@ -18,8 +19,6 @@ def pytest_collection_finish(session):
         return
     lost = [it for it in session.items if it.get_closest_marker("xdist_group") and "@" not in it.nodeid]
     if lost:
-        import pytest
-
         raise pytest.UsageError(f"pytest-xdist's loadgroup did not mark {len(lost)} grouped tests "
                                 f"(e.g. {lost[0].nodeid}): pytest {pytest.__version__} with this pytest-xdist "
                                 "would run each framework on every worker (pytest-xdist#1386)")
@@ -32,8 +31,6 @@ def pytest_runtest_makereport(item, call):
     re-parses the test's source, about 3 ms each. The conformance suite has some 17,000 of them
     (measured: 1,654 xfails of torch's took 12.3 of a 38.8 s profiled run). With --runxfail,
     pytest's own report."""
-    import pytest
-
     exc = call.excinfo
     if exc is None or call.when != "call" or item.config.option.runxfail \
             or not isinstance(exc.value, pytest.xfail.Exception):
@@ -44,3 +41,15 @@ def pytest_runtest_makereport(item, call):
                       f"XFailed: {exc.value.msg}", call.when,
                       [(f"Captured {key} {when}", content) for when, key, content in item._report_sections],
                       call.duration, call.start, call.stop, user_properties=item.user_properties)
+
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` as xdist schedules it, without its quadratic bookkeeping
+    (tests/xdist_scheduling.py)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist_scheduling import LinearLoadGroupScheduling
+
+    return LinearLoadGroupScheduling(config, log)
