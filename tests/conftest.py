@@ -43,7 +43,6 @@ def pytest_runtest_makereport(item, call):
                       call.duration, call.start, call.stop, user_properties=item.user_properties)
 
 
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup` as xdist schedules it, without its quadratic bookkeeping
