@@ -189,31 +189,34 @@ def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray 
         top_over, at_over = _first_max(over, starts, sizes)
         top_ulps, at_ulps = _first_max(ulps, starts, sizes)
         top_f, at_f = _first_max(np.where(certain, ulps, -1.0), starts, sizes)
-        max_abs = np.maximum.reduceat(abs_err, starts)
-        max_rel = np.maximum.reduceat(rel_err, starts)
+        max_abs = np.maximum.reduceat(abs_err, starts).tolist()
+        max_rel = np.maximum.reduceat(rel_err, starts).tolist()
+        worst = np.where(top_over > 0, at_over, at_ulps)  # each pair's worst element
+        over_k, act_k, extra_k = over[worst].tolist(), act[worst].tolist(), (allow - tol)[worst].tolist()
+        top_ulps, top_f, at_f = top_ulps.tolist(), top_f.tolist(), at_f.tolist()
+        worst, starts_l = worst.tolist(), starts.tolist()
         for j, i in enumerate(idx):
             if not ok[j]:
                 out[i] = grade(*items[i])
                 continue
-            s, shape = int(starts[j]), acts[j].shape
-            k = int(at_over[j] if top_over[j] > 0 else at_ulps[j])  # the worst element
+            s, shape, k = starts_l[j], acts[j].shape, worst[j]
 
             def index(e: int) -> tuple[int, ...]:
-                return tuple(int(v) for v in np.unravel_index(e - s, shape)) if len(shape) else ()
+                return tuple(int(v) for v in np.unravel_index(e - s, shape)) if len(shape) > 1 else (e - s,) * len(shape)
 
-            seg = slice(s, s + int(sizes[j]))
+            seg = slice(s, s + acts[j].size)
             has_err = items[i][4] is not None
-            extra_k = float(allow[k] - tol[k]) if has_err else 0.0
+            extra = extra_k[j] if has_err else 0.0
             certain_any = bool(certain[seg].any()) if has_err else True
             out[i] = Grade(
-                status="discrepancy" if over[k] > 0 else "match", max_ulp=float(top_ulps[j]),
-                max_abs_err=float(max_abs[j]), max_rel_err=float(max_rel[j]), worst_index=index(k),
-                expected=float(refs[j].ravel()[k - s]), actual=float(act[k]),
-                detail=_uncertain(extra_k) if extra_k >= 0.5 else "",
-                max_ulp_finite=float(top_f[j]) if certain_any else float("nan"),
-                worst_finite_index=index(int(at_f[j])) if certain_any else None,
+                status="discrepancy" if over_k[j] > 0 else "match", max_ulp=top_ulps[j],
+                max_abs_err=max_abs[j], max_rel_err=max_rel[j], worst_index=index(k),
+                expected=float(refs[j].ravel()[k - s]), actual=act_k[j],
+                detail=_uncertain(extra) if extra >= 0.5 else "",
+                max_ulp_finite=top_f[j] if certain_any else float("nan"),
+                worst_finite_index=index(at_f[j]) if certain_any else None,
                 ulps_certain=(np.where(certain[seg], ulps[seg], np.nan) if has_err else ulps[seg]).reshape(shape),
-                excess=float(over[k]))
+                excess=over_k[j])
     return out
 
 

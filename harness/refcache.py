@@ -58,8 +58,16 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else a.copy(order="C")
 
 
+class Hashed(bytes):
+    """Parts already hashed (content_hash's digest of them): fed as that digest, so that parts
+    read many times are hashed once. A key made with it is not the key of the parts themselves."""
+
+
 def _feed(h, v) -> None:
-    if isinstance(v, np.ndarray):
+    if isinstance(v, Hashed):
+        h.update(b"h")
+        h.update(v)
+    elif isinstance(v, np.ndarray):
         v = _contiguous(v)
         h.update(f"a{v.dtype.str}{v.shape}".encode())
         h.update(v.reshape(-1).view(np.uint8))

@@ -27,6 +27,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 from multiprocessing.connection import wait
 from statistics import median_high
 from typing import Iterable
@@ -44,6 +45,9 @@ from harness.tolerance import terms_per_output, tolerance_ulp
 
 CALL_TIMEOUT_S = 300.0  # one call (first calls compile: optax at a new shape takes ~0.5 s)
 START_TIMEOUT_S = 300.0
+#: a case of at most this many input elements keeps its arrays in each dtype while the run
+#: needs them (Reference.data); a larger one is rounded again where it is read
+DATA_KEEP_ELEMENTS = 1 << 16
 #: the most rows (and cases) one batched call stacks
 MAX_BATCH_ROWS = 4096
 MAX_BATCH_CASES = 256
@@ -207,6 +211,19 @@ def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
 
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only view of a (what Reference.data keeps is shared by every reader)."""
+    v = a.view()
+    v.setflags(write=False)
+    return v
+
+
+@lru_cache(maxsize=None)
+def _dtype_name(dt: np.dtype) -> str:
+    """dt.name, which numpy forms anew on every read (some 5 us: a row reads it twice)."""
+    return dt.name
+
+
 def _conventions(api: Api) -> tuple:
     """The conventions a reference depends on (harness.oracle): the API's mean and axis_mean."""
     return api.convention("mean"), api.convention("axis_mean")
@@ -222,6 +239,31 @@ class Reference:
     def __init__(self) -> None:
         self._cache: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray | None]]] = {}
         self._keys: dict[tuple[str, str], list[tuple]] = {}
+        self._data: dict[tuple[str, str], tuple] = {}  # (case id, dtype) -> (x, t, p, their content hash)
+
+    def data(self, case: Case, dtype: str) -> tuple[np.ndarray, np.ndarray, dict]:
+        """case.in_dtype(dtype): the case as the framework receives it, which its call, its
+        reference, its rows' worst inputs and repros all read; rounded once per (case, dtype)
+        and kept, read-only, until forget, for a case of at most DATA_KEEP_ELEMENTS inputs."""
+        return self._data_of(case, dtype)[:3]
+
+    def _data_of(self, case: Case, dtype: str) -> tuple:
+        got = self._data.get((case.id, dtype))
+        if got is not None:
+            return got
+        x, t, p = case.in_dtype(dtype)
+        if case.inputs.size > DATA_KEEP_ELEMENTS:
+            return x, t, p, None
+        x, t = _frozen(x), _frozen(t)
+        p = {k: _frozen(v) if isinstance(v, np.ndarray) else v for k, v in p.items()}
+        got = self._data[(case.id, dtype)] = (x, t, p, refcache.Hashed(refcache.content_hash(x, t, p)))
+        return got
+
+    def _keyed(self, case: Case, dtype: str) -> tuple:
+        """What the persistent cache keys a reference of the whole case by: its arrays in the
+        dtype, or their content hash where data keeps it (the same entry, hashed once)."""
+        x, t, p, h = self._data_of(case, dtype)
+        return (x, t, p) if h is None else (h,)
 
     def _put(self, key: tuple, value: dict) -> None:
         self._cache[key] = value
@@ -235,6 +277,7 @@ class Reference:
     def forget(self, case_id: str, dtype: str) -> None:
         for key in self._keys.pop((case_id, dtype), ()):
             self._cache.pop(key, None)
+        self._data.pop((case_id, dtype), None)
 
     def __call__(self, case: Case, api: Api, dtype: str, quantity: str = "loss",
                  rows: slice | None = None) -> tuple[np.ndarray, str, np.ndarray | None]:
@@ -257,12 +300,11 @@ class Reference:
         ref, err = self._cache[key][quantity]
         return (ref, label, err) if rows is None else (ref[rows], label, None if err is None else err[rows])
 
-    @staticmethod
-    def _compute(case: Case, dtype: str, conv: tuple, quantity: str, rows: slice | None = None) -> dict:
+    def _compute(self, case: Case, dtype: str, conv: tuple, quantity: str, rows: slice | None = None) -> dict:
         """The loss, or every gradient with its error bound; from the persistent cache
         (harness.refcache) when computed before, except for a block of a large case's rows."""
         prec, _ = reference_precision(dtype)
-        x, t, p = case.in_dtype(dtype, rows)
+        x, t, p = self.data(case, dtype) if rows is None else case.in_dtype(dtype, rows)
         c = {"mean": conv[0], "axis_mean": conv[1]}
 
         def compute() -> dict[str, np.ndarray]:
@@ -278,7 +320,7 @@ class Reference:
 
         if rows is None:
             flat = refcache.cached(("reference", case.family, c, np.dtype(prec).str, quantity == "loss",
-                                    x, t, p), compute)
+                                    *self._keyed(case, dtype)), compute)
         else:
             flat = compute()
         return {q: (v, flat.get(q + ".err")) for q, v in flat.items() if not q.endswith(".err")}
@@ -292,7 +334,7 @@ class Reference:
             return self._cache[key]["cond"][0]
         per_block = chunked.rows_per_block(case)
         rows = rows if per_block else None
-        x, t, p = case.in_dtype(dtype, rows)
+        x, t, p = self.data(case, dtype) if rows is None else case.in_dtype(dtype, rows)
         c = {"mean": conv[0], "axis_mean": conv[1]}
         prec = reference_precision(dtype)[0]
 
@@ -313,7 +355,8 @@ class Reference:
 
         if per_block:
             return compute()["cond"]
-        cond = refcache.cached(("condition", case.family, c, np.dtype(prec).str, x, t, p), compute)["cond"]
+        cond = refcache.cached(("condition", case.family, c, np.dtype(prec).str, *self._keyed(case, dtype)),
+                               compute)["cond"]
         self._put(key, {"cond": (cond, None)})
         return cond
 
@@ -440,14 +483,14 @@ class WorkerHandle:
         self.started = time.monotonic()
         self.deadline = self.started + START_TIMEOUT_S
 
-    def send(self, tasks: list[Task]) -> None:
-        """One call: a task, or a batch (runner.Call) of tasks of one batch key. The deadline is
-        the oldest call's: it runs now."""
+    def send(self, tasks: list[Task], data=None) -> None:
+        """One call: a task, or a batch (runner.Call) of tasks of one batch key; data(case, dtype):
+        its cases' arrays (default Case.in_dtype). The deadline is the oldest call's: it runs now."""
         if not self.inflight:
             self.deadline = time.monotonic() + self.call_timeout
         self.inflight.append(tasks)
         try:
-            self.conn.send((tasks[0].idx, tasks[0].api.id, [t.case.in_dtype(t.dtype) for t in tasks],
+            self.conn.send((tasks[0].idx, tasks[0].api.id, [(data or Case.in_dtype)(t.case, t.dtype) for t in tasks],
                             tasks[0].quantities, getattr(tasks, "batched", False)))
         except OSError:  # the worker is dead: its death is read next (lost)
             self.unsent = self.unsent or len(self.inflight) == 1  # then no call it was sent ran
@@ -611,16 +654,17 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             g = grade(out, ref, task.dtype, tol, ref_err)
         idx = g.worst_index
         detail = g.detail
-        if out.dtype.name != task.dtype:
-            detail = (detail + "; " if detail else "") + f"returned {out.dtype.name} for {task.dtype} inputs"
+        out_dtype = _dtype_name(out.dtype)
+        if out_dtype != task.dtype:
+            detail = (detail + "; " if detail else "") + f"returned {out_dtype} for {task.dtype} inputs"
         row = dict(status=g.status, max_ulp=g.max_ulp, tol_ulp=tol, max_abs_err=g.max_abs_err,
                    max_rel_err=g.max_rel_err, worst_index=",".join(map(str, idx)) if idx else "",
-                   expected=g.expected, actual=g.actual, n_elements=int(out.size), actual_dtype=out.dtype.name,
+                   expected=g.expected, actual=g.actual, n_elements=int(out.size), actual_dtype=out_dtype,
                    reference=label, detail=detail, seconds=seconds)
         fidx = g.worst_finite_index
         row["max_ulp_finite"] = g.max_ulp_finite
         if fidx is not None and fidx != idx:
-            row["worst_input_finite"] = worst_input(task.case, task.api, task.case.in_dtype(task.dtype), fidx, quantity)
+            row["worst_input_finite"] = worst_input(task.case, task.api, reference.data(task.case, task.dtype), fidx, quantity)
         if quantity == "loss" and fidx is not None and g.max_ulp_finite > 0:
             at, rows = fidx, None
             if per_block:  # the block of the worst row only
@@ -635,9 +679,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     y = float(np.asarray(ref, np.float64)[fidx] if np.ndim(ref) else ref)
                 row["cond_ulp"] = condition.cond_ulp(k, y, task.dtype, n)
         if task.case.category == PROFILED_CATEGORY:
-            row["ulp_profile"] = profile.build(task.case.in_dtype(task.dtype)[0], g.ulps_certain, task.dtype)
+            row["ulp_profile"] = profile.build(reference.data(task.case, task.dtype)[0], g.ulps_certain, task.dtype)
         if g.status != "match":
-            data = task.case.in_dtype(task.dtype)  # rounded once for both
+            data = reference.data(task.case, task.dtype)  # rounded once for both
             row["worst_input"] = worst_input(task.case, task.api, data, idx, quantity)
             row["repro"] = _snippet(fws[task.api.framework], task, output_index(task.case, task.api, quantity, idx),
                                     data, quantity, arrays_dir)
@@ -647,7 +691,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         """An invalid case that returned: silent_nan or silent_value, with what it most likely means."""
         status = badinput.classify(out)
         detail = badinput.describe(out)
-        data = task.case.in_dtype(task.dtype)
+        data = reference.data(task.case, task.dtype)
         if status == "silent_value":
             conv = {k: task.api.convention(k) for k in ("mean", "axis_mean")}
             x, t, p = data
@@ -663,7 +707,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         if task.case.invalid:  # no reference value: a raise is the API rejecting the input
             finish(task, quantity, status="rejected" if status == "raised" else status, detail=detail,
                    seconds=seconds, reference="invalid input", worst_input=badinput.KINDS[task.case.invalid].description,
-                   repro=_snippet(fws[task.api.framework], task, None, task.case.in_dtype(task.dtype), quantity, arrays_dir))
+                   repro=_snippet(fws[task.api.framework], task, None, reference.data(task.case, task.dtype), quantity, arrays_dir))
             return
         # the first row only, of a case taken in blocks (harness.chunked)
         first = slice(0, 1) if chunked.rows_per_block(task.case) else None
@@ -673,7 +717,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             idx = (0,) * np.ndim(reference(task.case, task.api, task.dtype, "loss")[0]) or None
         finish(task, quantity, status=status, detail=detail, seconds=seconds, reference=label,
                expected=_first(ref),
-               repro=_snippet(fws[task.api.framework], task, idx, task.case.in_dtype(task.dtype), quantity, arrays_dir))
+               repro=_snippet(fws[task.api.framework], task, idx, reference.data(task.case, task.dtype), quantity, arrays_dir))
 
     def failed_all(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
         for q in task.quantities:
@@ -740,7 +784,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         while q and len(h.inflight) < PIPELINE_DEPTH:
             if large(next_call(h)) and any(large(o) for w in handles for o in w.inflight):
                 return
-            h.send(q.pop() if h.from_back else q.popleft())
+            h.send(q.pop() if h.from_back else q.popleft(), reference.data)
 
     def retire(h: WorkerHandle) -> None:
         handles.remove(h)
