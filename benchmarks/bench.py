@@ -9,6 +9,10 @@ harness.runner.plan):
            once in a plain loop, as a user would: `adapters.call(..., compiled=False)`
            (conversion, the eager call and backward passes, back to numpy). For JAX also
            `direct jit`: the same loop with each call under jax.jit at its own shape.
+  worker only  the harness's calls, batched as the harness batches them, through its worker
+           process and pipe alone (warm caches): no reference, grading or repro. Beside the
+           direct loop, what the process boundary costs; beside the harness, what its work on
+           the answers costs.
   harness  `harness.runner.run` (worker process, batching, reference, grading, repro) in a
            process of its own, wall time minus the first worker's start-up (imports and
            Framework.setup, until it says it is ready: runner.run's stats), reported beside
@@ -94,6 +98,35 @@ def _harness(conn, framework: str, dtypes: list[str], limit: int | None, cache: 
     start = stats["worker_s"][framework]["ready"]  # the first worker's start-up, as the run saw it
     conn.send((time.perf_counter() - t0 - start, start, len(df), _mib(resource.RUSAGE_SELF),
                _mib(resource.RUSAGE_CHILDREN)))
+
+
+def _worker_only(conn, framework: str, dtypes: list[str], limit: int | None, cache: str) -> None:
+    """The harness's calls (runner.batches, as runner.run plans them) through its worker alone:
+    runner.WorkerHandle, PIPELINE_DEPTH calls in flight, each answer read and dropped. No
+    reference, grading, repro or results table: what the harness costs before its own work on
+    the answers. Inputs rounded to the dtype before the clock starts, as in _direct."""
+    os.environ["XENTC_CACHE_DIR"] = cache
+    import adapters
+    from harness import runner
+
+    _, tasks = _tasks(framework, dtypes, limit)
+    calls = runner.batches(tasks, adapters.load(framework).framework.batch_rows)
+    data = {(id(t.case), t.dtype): t.case.in_dtype(t.dtype) for t in tasks}
+    h = runner.WorkerHandle(framework, None)
+    if h.conn.recv()[0] != "ready":
+        raise SystemExit(f"bench: the {framework} worker did not start")
+    t0 = time.perf_counter()
+    sent = answered = 0
+    while answered < len(calls):
+        while sent < len(calls) and sent - answered < runner.PIPELINE_DEPTH:
+            h.send(calls[sent], lambda case, dtype: data[(id(case), dtype)])
+            sent += 1
+        if isinstance(h.conn.recv()[0], str):  # "poisoned": not on a CPU
+            raise SystemExit(f"bench: the {framework} worker stopped before its last call")
+        answered += 1
+    wall = time.perf_counter() - t0
+    h.stop()
+    conn.send((wall,))
 
 
 def _full(conn, cache: str | None) -> None:
@@ -188,16 +221,21 @@ def main(argv=None) -> int:
         direct = [_in_process(_direct, framework, dtypes, a.limit, False) for _ in range(a.repeat)]
         n, direct_s, direct_rss = direct[0][0], median_high([d[1] for d in direct]), max(d[2] for d in direct)
         runs = {"cold cache": [], "warm cache": []}
+        alone = []
         for _ in range(a.repeat):  # a fresh cache each time: one cold run, then one warm
             with tempfile.TemporaryDirectory() as cache:
                 for label in runs:
                     runs[label].append(_in_process(_harness, framework, dtypes, a.limit, cache))
+                alone.append(_in_process(_worker_only, framework, dtypes, a.limit, cache)[0])
         for label, rs in runs.items():
             harness_s, start = median_high([r[0] for r in rs]), median_high([r[1] for r in rs])
             rss, wrss = max(r[3] for r in rs), max(r[4] for r in rs)
             print(f"| {framework} ({label}) | {n} | {spread([d[1] for d in direct])} | {n / direct_s:.0f} | "
                   f"{spread([r[0] for r in rs])} | {n / harness_s:.0f} | {harness_s / direct_s:.3g} | {start:.1f} | "
                   f"{direct_rss:.0f} / {rss:.0f} / {wrss:.0f} |", flush=True)
+        alone_s = median_high(alone)
+        print(f"| {framework} (worker only, warm cache) | {n} | {spread([d[1] for d in direct])} | {n / direct_s:.0f} | "
+              f"{spread(alone)} | {n / alone_s:.0f} | {alone_s / direct_s:.3g} | | |", flush=True)
         if framework == "jax":
             jit = [_in_process(_direct, framework, dtypes, a.limit, True) for _ in range(a.repeat)]
             jit_s = median_high([j[1] for j in jit])
