@@ -209,8 +209,6 @@ def _row(case: Case, api: Api, dtype: str, **kw) -> dict:
     return row
 
 
-
-
 def _frozen(a: np.ndarray) -> np.ndarray:
     """A read-only view of a (what Reference.data keeps is shared by every reader)."""
     v = a.view()
@@ -261,7 +259,8 @@ class Reference:
 
     def _keyed(self, case: Case, dtype: str) -> tuple:
         """What the persistent cache keys a reference of the whole case by: its arrays in the
-        dtype, or their content hash where data keeps it (the same entry, hashed once)."""
+        dtype, or, where data keeps them, their content hash, taken once per run (a key of its
+        own: refcache.Hashed)."""
         x, t, p, h = self._data_of(case, dtype)
         return (x, t, p) if h is None else (h,)
 
