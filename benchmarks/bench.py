@@ -234,8 +234,8 @@ def main(argv=None) -> int:
                   f"{spread([r[0] for r in rs])} | {n / harness_s:.0f} | {harness_s / direct_s:.3g} | {start:.1f} | "
                   f"{direct_rss:.0f} / {rss:.0f} / {wrss:.0f} |", flush=True)
         alone_s = median_high(alone)
-        print(f"| {framework} (worker only, warm cache) | {n} | {spread([d[1] for d in direct])} | {n / direct_s:.0f} | "
-              f"{spread(alone)} | {n / alone_s:.0f} | {alone_s / direct_s:.3g} | | |", flush=True)
+        print(f"| {framework} (worker only, warm cache) | {n} | {spread([d[1] for d in direct])} | "
+              f"{n / direct_s:.0f} | {spread(alone)} | {n / alone_s:.0f} | {alone_s / direct_s:.3g} | | |", flush=True)
         if framework == "jax":
             jit = [_in_process(_direct, framework, dtypes, a.limit, True) for _ in range(a.repeat)]
             jit_s = median_high([j[1] for j in jit])

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np

@@ -202,7 +202,9 @@ def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray 
             s, shape, k = starts_l[j], acts[j].shape, worst[j]
 
             def index(e: int) -> tuple[int, ...]:
-                return tuple(int(v) for v in np.unravel_index(e - s, shape)) if len(shape) > 1 else (e - s,) * len(shape)
+                if len(shape) > 1:
+                    return tuple(int(v) for v in np.unravel_index(e - s, shape))
+                return (e - s,) * len(shape)
 
             seg = slice(s, s + acts[j].size)
             has_err = items[i][4] is not None

@@ -239,11 +239,12 @@ class Reference:
         self._keys: dict[tuple[str, str], list[tuple]] = {}
         self._data: dict[tuple[str, str], tuple] = {}  # (case id, dtype) -> (x, t, p, their content hash)
 
-    def data(self, case: Case, dtype: str) -> tuple[np.ndarray, np.ndarray, dict]:
-        """case.in_dtype(dtype): the case as the framework receives it, which its call, its
-        reference, its rows' worst inputs and repros all read; rounded once per (case, dtype)
-        and kept, read-only, until forget, for a case of at most DATA_KEEP_ELEMENTS inputs."""
-        return self._data_of(case, dtype)[:3]
+    def data(self, case: Case, dtype: str, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+        """case.in_dtype(dtype, rows): the case as the framework receives it, which its call, its
+        reference, its rows' worst inputs and repros all read. The whole case (rows None) is
+        rounded once per (case, dtype) and kept, read-only, until forget, for a case of at most
+        DATA_KEEP_ELEMENTS inputs; a block of rows is rounded at each read."""
+        return self._data_of(case, dtype)[:3] if rows is None else case.in_dtype(dtype, rows)
 
     def _data_of(self, case: Case, dtype: str) -> tuple:
         got = self._data.get((case.id, dtype))
@@ -303,7 +304,7 @@ class Reference:
         """The loss, or every gradient with its error bound; from the persistent cache
         (harness.refcache) when computed before, except for a block of a large case's rows."""
         prec, _ = reference_precision(dtype)
-        x, t, p = self.data(case, dtype) if rows is None else case.in_dtype(dtype, rows)
+        x, t, p = self.data(case, dtype, rows)
         c = {"mean": conv[0], "axis_mean": conv[1]}
 
         def compute() -> dict[str, np.ndarray]:
@@ -333,7 +334,7 @@ class Reference:
             return self._cache[key]["cond"][0]
         per_block = chunked.rows_per_block(case)
         rows = rows if per_block else None
-        x, t, p = self.data(case, dtype) if rows is None else case.in_dtype(dtype, rows)
+        x, t, p = self.data(case, dtype, rows)
         c = {"mean": conv[0], "axis_mean": conv[1]}
         prec = reference_precision(dtype)[0]
 
@@ -663,7 +664,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         fidx = g.worst_finite_index
         row["max_ulp_finite"] = g.max_ulp_finite
         if fidx is not None and fidx != idx:
-            row["worst_input_finite"] = worst_input(task.case, task.api, reference.data(task.case, task.dtype), fidx, quantity)
+            row["worst_input_finite"] = worst_input(task.case, task.api, reference.data(task.case, task.dtype), fidx,
+                                                    quantity)
         if quantity == "loss" and fidx is not None and g.max_ulp_finite > 0:
             at, rows = fidx, None
             if per_block:  # the block of the worst row only
@@ -680,7 +682,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         if task.case.category == PROFILED_CATEGORY:
             row["ulp_profile"] = profile.build(reference.data(task.case, task.dtype)[0], g.ulps_certain, task.dtype)
         if g.status != "match":
-            data = reference.data(task.case, task.dtype)  # rounded once for both
+            data = reference.data(task.case, task.dtype)
             row["worst_input"] = worst_input(task.case, task.api, data, idx, quantity)
             row["repro"] = _snippet(fws[task.api.framework], task, output_index(task.case, task.api, quantity, idx),
                                     data, quantity, arrays_dir)
@@ -706,7 +708,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         if task.case.invalid:  # no reference value: a raise is the API rejecting the input
             finish(task, quantity, status="rejected" if status == "raised" else status, detail=detail,
                    seconds=seconds, reference="invalid input", worst_input=badinput.KINDS[task.case.invalid].description,
-                   repro=_snippet(fws[task.api.framework], task, None, reference.data(task.case, task.dtype), quantity, arrays_dir))
+                   repro=_snippet(fws[task.api.framework], task, None, reference.data(task.case, task.dtype), quantity,
+                                  arrays_dir))
             return
         # the first row only, of a case taken in blocks (harness.chunked)
         first = slice(0, 1) if chunked.rows_per_block(task.case) else None
@@ -716,7 +719,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             idx = (0,) * np.ndim(reference(task.case, task.api, task.dtype, "loss")[0]) or None
         finish(task, quantity, status=status, detail=detail, seconds=seconds, reference=label,
                expected=_first(ref),
-               repro=_snippet(fws[task.api.framework], task, idx, reference.data(task.case, task.dtype), quantity, arrays_dir))
+               repro=_snippet(fws[task.api.framework], task, idx, reference.data(task.case, task.dtype), quantity,
+                              arrays_dir))
 
     def failed_all(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
         for q in task.quantities:
