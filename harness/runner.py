@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing.connection import wait
+from multiprocessing.reduction import ForkingPickler
 from statistics import median_high
 from typing import Iterable
 
@@ -64,6 +65,10 @@ LARGE_CALL_ELEMENTS = 1 << 24
 PIPELINE_DEPTH = 8
 #: while it waits, the parent computes the references of this many calls ahead per framework
 PREFETCH_CALLS = 256
+#: ... and pickles their messages to the workers, up to this many bytes in all, of calls of at
+#: most PREPARED_CALL_BYTES each
+PREPARED_BYTES = 64 << 20
+PREPARED_CALL_BYTES = 1 << 20
 #: a framework gets another worker on a free CPU only when its queued calls would take each of
 #: its workers longer than this, and longer than SPLIT_STARTUPS of its workers' start-ups (0.5-4 s
 #: of CPU): a spare that starts in S seconds turns L seconds left into about (L + S) / 2
@@ -483,15 +488,22 @@ class WorkerHandle:
         self.started = time.monotonic()
         self.deadline = self.started + START_TIMEOUT_S
 
-    def send(self, tasks: list[Task], data=None) -> None:
+    @staticmethod
+    def message(tasks: list[Task], data=None) -> bytes:
+        """The call's message to the worker (harness.worker), pickled as Connection.send pickles."""
+        return ForkingPickler.dumps((tasks[0].idx, tasks[0].api.id,
+                                     [(data or Case.in_dtype)(t.case, t.dtype) for t in tasks],
+                                     tasks[0].quantities, getattr(tasks, "batched", False)))
+
+    def send(self, tasks: list[Task], data=None, message: bytes | None = None) -> None:
         """One call: a task, or a batch (runner.Call) of tasks of one batch key; data(case, dtype):
-        its cases' arrays (default Case.in_dtype). The deadline is the oldest call's: it runs now."""
+        its cases' arrays (default Case.in_dtype); message: the call's message (self.message),
+        if already pickled. The deadline is the oldest call's: it runs now."""
         if not self.inflight:
             self.deadline = time.monotonic() + self.call_timeout
         self.inflight.append(tasks)
         try:
-            self.conn.send((tasks[0].idx, tasks[0].api.id, [(data or Case.in_dtype)(t.case, t.dtype) for t in tasks],
-                            tasks[0].quantities, getattr(tasks, "batched", False)))
+            self.conn.send_bytes(self.message(tasks, data) if message is None else message)
         except OSError:  # the worker is dead: its death is read next (lost)
             self.unsent = self.unsent or len(self.inflight) == 1  # then no call it was sent ran
 
@@ -701,15 +713,13 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             detail += f"; likely {meaning}" if meaning else "; matches none of the readings tried"
         finish(task, "loss", status=status, detail=detail, seconds=seconds, reference="invalid input",
                actual=_first(out) if out.dtype.kind in "fiub" else np.nan, n_elements=int(out.size), actual_dtype=out.dtype.name,
-               worst_input=badinput.KINDS[task.case.invalid].description,
-               repro=_snippet(fws[task.api.framework], task, None, data, arrays=arrays_dir))
+               worst_input=badinput.KINDS[task.case.invalid].description, repro=snippet_of(task, "loss"))
 
     def failed_row(task: Task, status: str, detail: str, seconds: float = np.nan, quantity: str = "loss") -> None:
         if task.case.invalid:  # no reference value: a raise is the API rejecting the input
             finish(task, quantity, status="rejected" if status == "raised" else status, detail=detail,
                    seconds=seconds, reference="invalid input", worst_input=badinput.KINDS[task.case.invalid].description,
-                   repro=_snippet(fws[task.api.framework], task, None, reference.data(task.case, task.dtype), quantity,
-                                  arrays_dir))
+                   repro=snippet_of(task, quantity))
             return
         # the first row only, of a case taken in blocks (harness.chunked)
         first = slice(0, 1) if chunked.rows_per_block(task.case) else None
@@ -787,7 +797,13 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         while q and len(h.inflight) < PIPELINE_DEPTH:
             if large(next_call(h)) and any(large(o) for w in handles for o in w.inflight):
                 return
-            h.send(q.pop() if h.from_back else q.popleft(), reference.data)
+            call = q.pop() if h.from_back else q.popleft()
+            ready = messages.pop(id(call), None)
+            if ready is not None:
+                held[0] -= len(ready[1])
+                if ready[0] != tuple(t.idx for t in call):  # another call, since gone, had that id
+                    ready = None
+            h.send(call, reference.data, None if ready is None else ready[1])
 
     def retire(h: WorkerHandle) -> None:
         handles.remove(h)
@@ -805,21 +821,37 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 finish_all(t, status=status, detail=detail)
             queues[h.framework].clear()
 
+    def upcoming_calls():
+        """The calls queued next (PREFETCH_CALLS per framework, from the ends the workers take
+        them), whose work prefetch does while the workers compute."""
+        for fw, q in queues.items():
+            n = min(len(q), PREFETCH_CALLS)
+            for i in range(n):
+                yield fw, q[i]
+            if any(h.from_back for h in handles if h.framework == fw):
+                for i in range(max(n, len(q) - PREFETCH_CALLS), len(q)):
+                    yield fw, q[i]
+
     def upcoming():
-        """The tasks of the calls queued next (PREFETCH_CALLS per framework), whose references
-        prefetch computes while the workers compute."""
-        for q in queues.values():
-            for i, call in enumerate(q):
-                if i >= PREFETCH_CALLS:
-                    break
-                yield from call
+        """The tasks of upcoming_calls()."""
+        for _, call in upcoming_calls():
+            yield from call
 
     ahead: set[int] = set()  # tasks whose references prefetch has seen to
+    readied: set[int] = set()  # tasks whose other answer-free work prefetch has seen to
+    # id(call) -> (its tasks' idx, its message pickled while idle), until sent (send_next)
+    messages: dict[int, tuple[tuple[int, ...], bytes]] = {}
+    held = [0]  # the bytes of messages
+    snippets: dict[tuple[int, str], str] = {}  # (task idx, quantity) -> an invalid case's repro
 
     def prefetch() -> bool:
-        """Compute (or read from the persistent cache) one reference the queued calls will need,
-        while the parent has nothing else to do (at the start, every worker's first calls, JAX's
-        compilations); False when there is none to compute. Values are those computed on demand."""
+        """Do one piece of the queued calls' work that does not depend on their answers, while
+        the parent has nothing else to do (at the start, every worker's first calls, JAX's
+        compilations); False when none is left. First the references (computed, or read from
+        the persistent cache); then, call by call, its message to the worker pickled (up to
+        PREPARED_BYTES in all), the condition numbers of its valid cases' losses (which a row
+        reads when its loss is not exact) and its invalid cases' repros (every row of one has
+        it, whatever the API does). Values are those computed on demand."""
         for t in upcoming():
             if t.idx in ahead:
                 continue
@@ -829,7 +861,32 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                         reference(t.case, t.api, t.dtype, q)
                         return True
             ahead.add(t.idx)
+        for fw, call in upcoming_calls():
+            if id(call) not in messages and held[0] < PREPARED_BYTES and call[0].idx not in readied:
+                msg = WorkerHandle.message(call, reference.data)
+                if len(msg) <= PREPARED_CALL_BYTES:
+                    messages[id(call)] = (tuple(t.idx for t in call), msg)
+                    held[0] += len(msg)
+            for t in call:
+                if t.idx in readied:
+                    continue
+                readied.add(t.idx)
+                if t.case.invalid:
+                    for q in t.quantities:
+                        snippets[(t.idx, q)] = _snippet(fws[fw], t, None, reference.data(t.case, t.dtype), q,
+                                                        arrays_dir)
+                elif not chunked.rows_per_block(t.case):
+                    reference.condition(t.case, t.api, t.dtype)
+                return True
         return False
+
+    def snippet_of(task: Task, quantity: str) -> str:
+        """The repro of an invalid case's row (prefetch may have written it)."""
+        got = snippets.pop((task.idx, quantity), None)
+        if got is None:
+            got = _snippet(fws[task.api.framework], task, None, reference.data(task.case, task.dtype), quantity,
+                           arrays_dir)
+        return got
 
     def spare() -> None:
         """While fewer workers than CPUs run, and none is starting for the first time, start one
