@@ -89,14 +89,23 @@ def _literal_of(dtype: np.dtype, shape: tuple[int, ...], data: bytes) -> str:
     return f"np.frombuffer(bytes.fromhex({f.astype('<f8').tobytes().hex()!r}), '<f8').reshape({f.shape})"
 
 
-def minimise(api: Api, x, t, params, worst_index):
-    """Inputs cut to the worst element/row when the result is unreduced; else unchanged."""
+def cut(params, x, worst_index) -> tuple[slice, ...] | None:
+    """Where minimise cuts the inputs (and the output of the loss, and its gradients with respect
+    to the inputs and targets): the worst output's index as slices, its axes kept; None where it
+    keeps the whole case."""
     if params.get("reduction", "none") != "none" or not worst_index:
+        return None
+    if params.get("axis", -1) % np.ndim(x) != np.ndim(x) - 1:
+        return None  # the output's index is not the inputs' leading index
+    return tuple(slice(k, k + 1) for k in worst_index)
+
+
+def minimise(api: Api, x, t, params, worst_index):
+    """Inputs cut to the worst element/row when the result is unreduced (cut); else unchanged."""
+    sl = cut(params, x, worst_index)
+    if sl is None:
         return x, t, params
     fam = FAMILIES[api.family]
-    if params.get("axis", -1) % np.ndim(x) != np.ndim(x) - 1:
-        return x, t, params  # the output's index is not the inputs' leading index
-    sl = tuple(slice(k, k + 1) for k in worst_index)
     p = dict(params)
     if fam.rowwise or api.convention("axis_mean"):  # one output per row: keep the row
         for k in ("sample_weight", "where", "true_expected_count"):
@@ -166,15 +175,27 @@ def _cut(w, sl, ndim: int):
 
 
 def snippet(fw: Framework, api: Api, dtype: str, x, t, params, worst_index, quantity: str = "loss",
-            invalid: str | None = None, arrays: str | None = None) -> str:
+            invalid: str | None = None, arrays: str | None = None, reference: np.ndarray | None = None) -> str:
     """Three lines: imports; the inputs; print(framework value, reference value) (a gradient:
     one more, the backward pass). worst_index: the worst output, or None for the whole case.
     invalid: the kind of an invalid case, printed where the reference value would be. arrays:
-    the run's DIR/repro/arrays, where large arrays are saved (module docstring), or None."""
+    the run's DIR/repro/arrays, where large arrays are saved (module docstring), or None.
+    reference: the reference of `quantity` on the whole case (the runner holds it), which is cut
+    where the inputs are; None, or a weight's gradient where the case is cut (a sum over every
+    output, not over the cut one): computed here on the inputs as cut. The two are the same
+    values (the loss's outputs, and so the rows of its gradients with respect to the inputs and
+    targets, are each of their own inputs: tests/test_repro_arrays.py checks it on the corpus)."""
+    sl = cut(params, x, worst_index)
     x, t, params = minimise(api, x, t, params, worst_index)
     prec, _ = reference_precision(dtype)
     conv = {k: api.convention(k) for k in ("mean", "axis_mean")}
-    ref = None if invalid else _reference(api.family, x, t, params, conv, prec, quantity)
+    if invalid:
+        ref = None
+    elif reference is not None and (sl is None or quantity != "grad_weights"):
+        with np.errstate(over="ignore"):  # printed as inf beyond float64's range, as _reference does
+            ref = np.asarray(reference if sl is None else np.asarray(reference)[sl]).astype(np.float64)
+    else:
+        ref = _reference(api.family, x, t, params, conv, prec, quantity)
     kwargs = call_plan(api, x, t, params)
     names = {id(v): n for n, v in (("x", x), ("t", t))}
     assigns, args = [], {}

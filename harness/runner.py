@@ -374,13 +374,15 @@ PROFILED_CATEGORY = "exhaustive"
 REPRO_FULL_MAX = 4096
 
 
-def _snippet(fw, task: Task, idx, data, quantity: str = "loss", arrays: str | None = None) -> str:
+def _snippet(fw, task: Task, idx, data, quantity: str = "loss", arrays: str | None = None,
+             reference: np.ndarray | None = None) -> str:
     """The repro of a row (data: the case in the row's dtype; arrays: where large arrays are
-    saved, repro.snippet); a harness bug here is recorded in the row, never loses the run."""
+    saved; reference: the quantity's on the whole case, if at hand: repro.snippet); a harness
+    bug here is recorded in the row, never loses the run."""
     x, t, p = data
     try:
         return repro.snippet(fw, task.api, task.dtype, x, t, p, idx, quantity, invalid=task.case.invalid,
-                             arrays=arrays)
+                             arrays=arrays, reference=reference)
     except Exception as e:  # noqa: BLE001 - reported in the row and failed by the test suite
         return f"{REPRO_FAILED}{type(e).__name__}: {e}\n"
 
@@ -687,9 +689,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             if kappa.size:
                 k = float(kappa[at] if kappa.ndim else kappa)
                 row["cond"] = k
-                ref = reference(task.case, task.api, task.dtype, "loss")[0]
+                y = reference(task.case, task.api, task.dtype, "loss")[0]
                 with np.errstate(over="ignore"):
-                    y = float(np.asarray(ref, np.float64)[fidx] if np.ndim(ref) else ref)
+                    y = float(np.asarray(y, np.float64)[fidx] if np.ndim(y) else y)
                 row["cond_ulp"] = condition.cond_ulp(k, y, task.dtype, n)
         if task.case.category == PROFILED_CATEGORY:
             row["ulp_profile"] = profile.build(reference.data(task.case, task.dtype)[0], g.ulps_certain, task.dtype)
@@ -697,7 +699,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             data = reference.data(task.case, task.dtype)
             row["worst_input"] = worst_input(task.case, task.api, data, idx, quantity)
             row["repro"] = _snippet(fws[task.api.framework], task, output_index(task.case, task.api, quantity, idx),
-                                    data, quantity, arrays_dir)
+                                    data, quantity, arrays_dir, None if per_block else ref)
         finish(task, quantity, **row)
 
     def bad_input(task: Task, out: np.ndarray, seconds: float) -> None:
@@ -730,7 +732,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         finish(task, quantity, status=status, detail=detail, seconds=seconds, reference=label,
                expected=_first(ref),
                repro=_snippet(fws[task.api.framework], task, idx, reference.data(task.case, task.dtype), quantity,
-                              arrays_dir))
+                              arrays_dir, None if first is not None else ref))
 
     def failed_all(task: Task, status: str, detail: str, seconds: float = np.nan) -> None:
         for q in task.quantities:

@@ -93,3 +93,47 @@ def test_saved_array_names_are_their_content(tmp_path):
     name = e1.split("/")[-1].split("'")[0]
     assert np.array_equal(np.load(tmp_path / name), a)
     assert "np.load" not in repro._literal(a[: repro.EXTERNAL_MIN], str(tmp_path))  # small: written in
+
+
+def test_the_whole_cases_reference_cut_is_the_reference_of_the_cut_case():
+    """What lets the runner hand a snippet the reference it holds (repro.snippet's `reference`):
+    on every unreduced valid case of the corpus, for each conventions an API of its family has,
+    in both reference precisions, the whole case's loss and gradients cut at an output (first,
+    middle, last) are bit for bit the reference of the inputs cut there, which a snippet computes
+    without it."""
+    import adapters
+    from cases.generator import build_corpus
+    from harness import chunked, oracle
+    from harness.dtypes import reference_precision
+
+    convs: dict[str, dict] = {}  # family -> {(mean, axis_mean): an API of the family with them}
+    for a in adapters.all_apis(list(adapters.DEFAULT_FRAMEWORKS)):
+        convs.setdefault(a.family, {}).setdefault((a.convention("mean"), a.convention("axis_mean")), a)
+    checked = 0
+    for case in build_corpus(0):
+        if case.invalid or case.reduction != "none" or chunked.rows_per_block(case) or case.inputs.size > 4096:
+            continue
+        for (mean, axis_mean), api in convs.get(case.family, {}).items():
+            conv = {"mean": mean, "axis_mean": axis_mean}
+            for dtype in ("float32", "float64"):
+                x, t, p = case.in_dtype(dtype)
+                prec = reference_precision(dtype)[0]
+                loss = np.asarray(oracle.loss(case.family, x, t, p, conv, prec))
+                with np.errstate(over="ignore"):
+                    grads = {q: v for q, (v, _) in oracle.grad(case.family, x, t, p, conv, prec).items()
+                             if q != "grad_weights"}
+                if loss.ndim == 0 or loss.size == 0:
+                    continue
+                for flat in sorted({0, loss.size // 2, loss.size - 1}):
+                    idx = tuple(int(i) for i in np.unravel_index(flat, loss.shape))
+                    sl = repro.cut(p, x, idx)
+                    if sl is None:
+                        continue
+                    xc, tc, pc = repro.minimise(api, x, t, p, idx)
+                    for q, whole in {"loss": loss, **grads}.items():
+                        with np.errstate(over="ignore"):
+                            want = repro._reference(case.family, xc, tc, pc, conv, prec, q)
+                            got = np.asarray(whole[sl]).astype(np.float64)
+                        np.testing.assert_array_equal(got, want, err_msg=f"{case.id} {api.id} {dtype} {q} at {idx}")
+                        checked += 1
+    assert checked > 1000, checked
