@@ -143,10 +143,10 @@ def _first_max(key: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[
 def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray | None]]) -> list[Grade]:
     """[grade(actual, reference, dtype, tol_ulp, ref_err) for each item], the same Grades
     (tests/test_grade_many.py), computed at once where that is possible: pairs of one dtype and
-    reference dtype, of equal shapes (ref_err's too, if given), not empty, every value finite on
-    both sides once rounded to the dtype (most rows). Their elements are graded as one array,
-    each pair's maxima and first worst elements taken by reductions over its segment: a few
-    numpy calls for the lot instead of some forty per pair. Any other pair goes to grade()."""
+    reference dtype, of equal shapes (ref_err's too, if given), not empty (most rows). Their
+    elements are graded as one array, each pair's maxima and first worst elements taken by
+    reductions over its segment: a few numpy calls for the lot instead of some forty per pair.
+    Any other pair goes to grade()."""
     out: list[Grade | None] = [None] * len(items)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, (a, r, dtype, tol, err) in enumerate(items):
@@ -166,16 +166,14 @@ def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray 
         with np.errstate(over="ignore"):  # as grade: one rounding of each side to dtype
             ref_rounded = to_dtype(ref.astype(np.float64), dtype)
         act_rounded = to_dtype(act, dtype)
-        finite = np.isfinite(act_rounded) & np.isfinite(ref_rounded)
-        ok = np.logical_and.reduceat(finite, starts)
-        if not ok.any():
-            for i in idx:
-                out[i] = grade(*items[i])
-            continue
-        zero = np.zeros(act.shape, np.int64)
-        with np.errstate(invalid="ignore", over="ignore"):  # segments with a non-finite value: not used
-            ulps = rounded_distance(act_rounded, ref_rounded, zero, zero, dtype)
+        ca, cr = value_class(act_rounded), value_class(ref_rounded)
+        ulps = rounded_distance(act_rounded, ref_rounded, ca, cr, dtype)
         abs_err, rel_err = _errors(act, ref)
+        both = (ca == 0) & (cr == 0)
+        special = not both.all()  # a non-finite value somewhere: grade's special pairs are among these
+        if special:  # errors of finite pairs only (a matching nan is 0 off, not nan)
+            abs_err, rel_err = np.where(both, abs_err, 0.0), np.where(both, rel_err, 0.0)
+        mismatch = ca != cr
         allow = tol
         bounded = [j for j, i in enumerate(idx) if items[i][4] is not None]
         if bounded:  # the reference's own error in ulps, where a pair gives it (grade's ref_err)
@@ -183,22 +181,31 @@ def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray 
                                   else np.zeros(acts[j].size) for j, i in enumerate(idx)])
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 extra = err / ulp(ref_rounded, dtype)
-            allow = tol + np.where(np.isfinite(extra), extra, 0.0)
+            allow = tol + np.where((cr == 0) & np.isfinite(extra), extra, 0.0)
         over = ulps - allow
-        certain = allow - tol < 0.5
+        certain = both & (allow - tol < 0.5)
         top_over, at_over = _first_max(over, starts, sizes)
         top_ulps, at_ulps = _first_max(ulps, starts, sizes)
         top_f, at_f = _first_max(np.where(certain, ulps, -1.0), starts, sizes)
-        max_abs = np.maximum.reduceat(abs_err, starts).tolist()
-        max_rel = np.maximum.reduceat(rel_err, starts).tolist()
         worst = np.where(top_over > 0, at_over, at_ulps)  # each pair's worst element
+        if mismatch.any():  # a pair with a class mismatch: its first is the worst; its errors leave them out
+            has_mis = np.logical_or.reduceat(mismatch, starts)
+            hits = np.flatnonzero(mismatch)
+            worst = np.where(has_mis, hits[np.minimum(np.searchsorted(hits, starts), hits.size - 1)], worst)
+            kept = np.add.reduceat(~mismatch, starts) > 0
+            max_abs = np.where(kept, np.maximum.reduceat(np.where(mismatch, -np.inf, abs_err), starts), np.nan)
+            max_rel = np.where(kept, np.maximum.reduceat(np.where(mismatch, -np.inf, rel_err), starts), np.nan)
+            has_mis = has_mis.tolist()
+        else:
+            max_abs, max_rel = np.maximum.reduceat(abs_err, starts), np.maximum.reduceat(rel_err, starts)
+            has_mis = [False] * len(idx)
+        certain_any = np.logical_or.reduceat(certain, starts).tolist()
+        ulps_certain = np.where(certain, ulps, np.nan) if special or bounded else ulps
         over_k, act_k, extra_k = over[worst].tolist(), act[worst].tolist(), (allow - tol)[worst].tolist()
         top_ulps, top_f, at_f = top_ulps.tolist(), top_f.tolist(), at_f.tolist()
+        max_abs, max_rel = max_abs.tolist(), max_rel.tolist()
         worst, starts_l = worst.tolist(), starts.tolist()
         for j, i in enumerate(idx):
-            if not ok[j]:
-                out[i] = grade(*items[i])
-                continue
             s, shape, k = starts_l[j], acts[j].shape, worst[j]
 
             def index(e: int) -> tuple[int, ...]:
@@ -207,18 +214,16 @@ def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray 
                 return (e - s,) * len(shape)
 
             seg = slice(s, s + acts[j].size)
-            has_err = items[i][4] is not None
-            extra = extra_k[j] if has_err else 0.0
-            certain_any = bool(certain[seg].any()) if has_err else True
+            mis = has_mis[j]
             out[i] = Grade(
-                status="discrepancy" if over_k[j] > 0 else "match", max_ulp=top_ulps[j],
-                max_abs_err=max_abs[j], max_rel_err=max_rel[j], worst_index=index(k),
+                status="nonfinite_mismatch" if mis else "discrepancy" if over_k[j] > 0 else "match",
+                max_ulp=top_ulps[j], max_abs_err=max_abs[j], max_rel_err=max_rel[j], worst_index=index(k),
                 expected=float(refs[j].ravel()[k - s]), actual=act_k[j],
-                detail=_uncertain(extra) if extra >= 0.5 else "",
-                max_ulp_finite=top_f[j] if certain_any else float("nan"),
-                worst_finite_index=index(at_f[j]) if certain_any else None,
-                ulps_certain=(np.where(certain[seg], ulps[seg], np.nan) if has_err else ulps[seg]).reshape(shape),
-                excess=over_k[j])
+                detail=_uncertain(extra_k[j]) if not mis and extra_k[j] >= 0.5 else "",
+                max_ulp_finite=top_f[j] if certain_any[j] else float("nan"),
+                worst_finite_index=index(at_f[j]) if certain_any[j] else None,
+                ulps_certain=ulps_certain[seg].reshape(shape),
+                excess=float("nan") if mis else over_k[j])
     return out
 
 

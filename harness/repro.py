@@ -74,18 +74,9 @@ def _literal_of(dtype: np.dtype, shape: tuple[int, ...], data: bytes) -> str:
     if a.dtype.kind == "b":
         return f"np.array({a.tolist()!r}, dtype=bool)"
     f = a.astype(np.float64)
-    if f.size <= INLINE_MAX:
-        def one(v: float) -> str:
-            if np.isnan(v):
-                return "np.nan"
-            if np.isinf(v):
-                return "np.inf" if v > 0 else "-np.inf"
-            return repr(float(v))
-
-        def nest(b):
-            return "[" + ", ".join(nest(r) if np.ndim(r) else one(float(r)) for r in b) + "]" if np.ndim(b) else one(float(b))
-
-        return f"np.array({nest(f)}, dtype=np.float64)"
+    if f.size <= INLINE_MAX:  # Python's repr of the nested lists, with nan and inf spelled as numpy's
+        text = repr(f.tolist()).replace("nan", "np.nan").replace("inf", "np.inf")
+        return f"np.array({text}, dtype=np.float64)"
     return f"np.frombuffer(bytes.fromhex({f.astype('<f8').tobytes().hex()!r}), '<f8').reshape({f.shape})"
 
 

@@ -1,7 +1,8 @@
 """compare.grade_many grades many pairs at once: every field of every Grade must be what
 compare.grade gives for that pair alone, on the pairs the runner meets (finite rows of each
 dtype, ties for the worst element, zeros in the reference, wider results) and on those it hands
-back to grade (non-finite values, shape mismatches, empty results, reference error bounds)."""
+back to grade (shape mismatches, empty results), and with non-finite values (matched, or not)
+and reference error bounds."""
 from __future__ import annotations
 
 import numpy as np
@@ -64,11 +65,23 @@ def pair(rng: np.random.Generator, dtype: str, kind: str):
             err = np.float64(1e-3)  # one bound for every element
     elif kind == "identical":
         act = to_dtype(np.asarray(ref, np.float64), dtype)
+    elif kind in ("matched", "matched_err") and np.size(act):  # the same nan or inf on both sides here and there
+        act, ref = np.asarray(act, np.float64).copy(), np.array(ref)
+        at = rng.random(np.shape(ref)) < 0.4
+        v = rng.choice([np.nan, np.inf, -np.inf], np.shape(ref))
+        act[at], ref[at] = v[at], v[at]
+        if rng.random() < 0.5:  # and a mismatch
+            act.reshape(-1)[rng.integers(act.size)] = rng.choice([np.nan, np.inf])
+        if kind == "matched_err":
+            with np.errstate(invalid="ignore"):  # inf * inf-or-0: inf or nan bounds too
+                err = np.abs(np.asarray(ref, np.float64)) * rng.choice([0.0, 1e-6, 1.0, np.inf], np.shape(ref))
+    elif kind == "allmismatch" and np.size(act):
+        act = np.full(np.shape(act), np.nan)
     return np.asarray(act), np.asarray(ref), dtype, tol, err
 
 
 KINDS = ("plain", "plain", "plain", "tie", "zero", "wider", "nonfinite", "overflow", "shape", "empty",
-         "ref_err", "identical")
+         "ref_err", "identical", "matched", "matched_err", "allmismatch")
 
 
 @pytest.mark.parametrize("seed", range(6))
