@@ -43,12 +43,12 @@ def _errors(act: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndar
     difference with a narrower dtype's value is rounded once, to float64."""
     ref_hp = reference if reference.dtype == np.float64 else reference.astype(np.longdouble)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        abs_err = np.abs(act.astype(ref_hp.dtype) - ref_hp)
+        abs_err = np.abs(act.astype(ref_hp.dtype, copy=False) - ref_hp)
         rel_err = abs_err / np.abs(ref_hp)
         nonzero = ref_hp != 0
         if not nonzero.all():
             rel_err = np.where(nonzero, rel_err, np.where(abs_err == 0, 0, np.inf))
-        return abs_err.astype(np.float64), rel_err.astype(np.float64)
+        return abs_err.astype(np.float64, copy=False), rel_err.astype(np.float64, copy=False)
 
 
 def grade(actual: np.ndarray, reference: np.ndarray, dtype: str, tol_ulp: float,
@@ -140,6 +140,10 @@ def _first_max(key: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[
     return top, hits[np.minimum(np.searchsorted(hits, starts), hits.size - 1)]
 
 
+#: the value classes (ulp.value_class) of arrays whose every value is finite, for rounded_distance
+_NO_CLASSES = np.zeros(0, np.int64)
+
+
 def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray | None]]) -> list[Grade]:
     """[grade(actual, reference, dtype, tol_ulp, ref_err) for each item], the same Grades
     (tests/test_grade_many.py), computed at once where that is possible: pairs of one dtype and
@@ -164,16 +168,20 @@ def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray 
         ref = np.concatenate([r.ravel() for r in refs])
         tol = np.repeat(np.array([float(items[i][3]) for i in idx]), sizes)
         with np.errstate(over="ignore"):  # as grade: one rounding of each side to dtype
-            ref_rounded = to_dtype(ref.astype(np.float64), dtype)
+            ref_rounded = to_dtype(ref.astype(np.float64, copy=False), dtype)
         act_rounded = to_dtype(act, dtype)
-        ca, cr = value_class(act_rounded), value_class(ref_rounded)
+        # a non-finite value somewhere: grade's special pairs are among these
+        special = not (np.isfinite(act_rounded).all() and np.isfinite(ref_rounded).all())
+        if special:
+            ca, cr = value_class(act_rounded), value_class(ref_rounded)
+        else:  # every value finite: no class to compare (rounded_distance reads none)
+            ca = cr = _NO_CLASSES
         ulps = rounded_distance(act_rounded, ref_rounded, ca, cr, dtype)
         abs_err, rel_err = _errors(act, ref)
-        both = (ca == 0) & (cr == 0)
-        special = not both.all()  # a non-finite value somewhere: grade's special pairs are among these
         if special:  # errors of finite pairs only (a matching nan is 0 off, not nan)
+            both = (ca == 0) & (cr == 0)
             abs_err, rel_err = np.where(both, abs_err, 0.0), np.where(both, rel_err, 0.0)
-        mismatch = ca != cr
+            mismatch = ca != cr
         allow = tol
         bounded = [j for j, i in enumerate(idx) if items[i][4] is not None]
         if bounded:  # the reference's own error in ulps, where a pair gives it (grade's ref_err)
@@ -181,14 +189,21 @@ def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray 
                                   else np.zeros(acts[j].size) for j, i in enumerate(idx)])
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 extra = err / ulp(ref_rounded, dtype)
-            allow = tol + np.where((cr == 0) & np.isfinite(extra), extra, 0.0)
+            allow = tol + np.where(((cr == 0) if special else True) & np.isfinite(extra), extra, 0.0)
         over = ulps - allow
-        certain = both & (allow - tol < 0.5)
         top_over, at_over = _first_max(over, starts, sizes)
         top_ulps, at_ulps = _first_max(ulps, starts, sizes)
-        top_f, at_f = _first_max(np.where(certain, ulps, -1.0), starts, sizes)
+        if special or bounded:  # the elements where the accuracy figure is certain
+            certain = allow - tol < 0.5
+            if special:
+                certain &= both
+            top_f, at_f = _first_max(np.where(certain, ulps, -1.0), starts, sizes)
+            certain_any = np.logical_or.reduceat(certain, starts).tolist()
+            ulps_certain = np.where(certain, ulps, np.nan)
+        else:  # every element
+            top_f, at_f, certain_any, ulps_certain = top_ulps, at_ulps, [True] * len(idx), ulps
         worst = np.where(top_over > 0, at_over, at_ulps)  # each pair's worst element
-        if mismatch.any():  # a pair with a class mismatch: its first is the worst; its errors leave them out
+        if special and mismatch.any():  # a pair with a class mismatch: its first is the worst; its errors leave them out
             has_mis = np.logical_or.reduceat(mismatch, starts)
             hits = np.flatnonzero(mismatch)
             worst = np.where(has_mis, hits[np.minimum(np.searchsorted(hits, starts), hits.size - 1)], worst)
@@ -199,8 +214,6 @@ def grade_many(items: list[tuple[np.ndarray, np.ndarray, str, float, np.ndarray 
         else:
             max_abs, max_rel = np.maximum.reduceat(abs_err, starts), np.maximum.reduceat(rel_err, starts)
             has_mis = [False] * len(idx)
-        certain_any = np.logical_or.reduceat(certain, starts).tolist()
-        ulps_certain = np.where(certain, ulps, np.nan) if special or bounded else ulps
         over_k, act_k, extra_k = over[worst].tolist(), act[worst].tolist(), (allow - tol)[worst].tolist()
         top_ulps, top_f, at_f = top_ulps.tolist(), top_f.tolist(), at_f.tolist()
         max_abs, max_rel = max_abs.tolist(), max_rel.tolist()
