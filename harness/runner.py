@@ -69,6 +69,8 @@ PREFETCH_CALLS = 256
 #: most PREPARED_CALL_BYTES each
 PREPARED_BYTES = 64 << 20
 PREPARED_CALL_BYTES = 1 << 20
+#: ... for this long at a time, between looks at the workers
+PREFETCH_SLICE_S = 0.002
 #: a framework gets another worker on a free CPU only when its queued calls would take each of
 #: its workers longer than this, and longer than SPLIT_STARTUPS of its workers' start-ups (0.5-4 s
 #: of CPU): a spare that starts in S seconds turns L seconds left into about (L + S) / 2
@@ -825,7 +827,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
 
     def upcoming_calls():
         """The calls queued next (PREFETCH_CALLS per framework, from the ends the workers take
-        them), whose work prefetch does while the workers compute."""
+        them), whose work prefetch does while the workers compute (pieces)."""
         for fw, q in queues.items():
             n = min(len(q), PREFETCH_CALLS)
             for i in range(n):
@@ -834,53 +836,71 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 for i in range(max(n, len(q) - PREFETCH_CALLS), len(q)):
                     yield fw, q[i]
 
-    def upcoming():
-        """The tasks of upcoming_calls()."""
-        for _, call in upcoming_calls():
-            yield from call
-
-    ahead: set[int] = set()  # tasks whose references prefetch has seen to
-    readied: set[int] = set()  # tasks whose other answer-free work prefetch has seen to
+    # what prefetch has seen to: tasks, and calls (by id: one reused by a later call only skips
+    # work that is then done on demand), for the references and for the rest
+    ahead: set[int] = set()
+    readied: set[int] = set()
+    calls_ahead: set[int] = set()
+    calls_readied: set[int] = set()
+    pickled: set[int] = set()  # calls whose message prefetch has pickled (or found too large)
     # id(call) -> (its tasks' idx, its message pickled while idle), until sent (send_next)
     messages: dict[int, tuple[tuple[int, ...], bytes]] = {}
     held = [0]  # the bytes of messages
     snippets: dict[tuple[int, str], str] = {}  # (task idx, quantity) -> an invalid case's repro
 
-    def prefetch() -> bool:
-        """Do one piece of the queued calls' work that does not depend on their answers, while
-        the parent has nothing else to do (at the start, every worker's first calls, JAX's
-        compilations); False when none is left. First the references (computed, or read from
-        the persistent cache); then, call by call, its message to the worker pickled (up to
-        PREPARED_BYTES in all), the condition numbers of its valid cases' losses (which a row
-        reads when its loss is not exact) and its invalid cases' repros (every row of one has
-        it, whatever the API does). Values are those computed on demand."""
-        for t in upcoming():
-            if t.idx in ahead:
+    def pieces():
+        """Each piece of the queued calls' work that does not depend on their answers, done one
+        at a time (prefetch). First the references (computed, or read from the persistent
+        cache); then, call by call, its message to the worker pickled (up to PREPARED_BYTES in
+        all), the condition numbers of its valid cases' losses (which a row reads when its loss
+        is not exact) and its invalid cases' repros (every row of one has it, whatever the API
+        does). Values are those computed on demand."""
+        for _, call in upcoming_calls():
+            if id(call) in calls_ahead:
                 continue
-            if not chunked.rows_per_block(t.case) and not t.case.invalid:
-                for q in t.quantities[:2]:  # the loss; one gradient brings every gradient
-                    if not reference.holds(t.case, t.api, t.dtype, q):
-                        reference(t.case, t.api, t.dtype, q)
-                        return True
-            ahead.add(t.idx)
+            for t in call:
+                if t.idx in ahead:
+                    continue
+                if not chunked.rows_per_block(t.case) and not t.case.invalid:
+                    for q in t.quantities[:2]:  # the loss; one gradient brings every gradient
+                        if not reference.holds(t.case, t.api, t.dtype, q):
+                            reference(t.case, t.api, t.dtype, q)
+                            yield
+                ahead.add(t.idx)
+            calls_ahead.add(id(call))
         for fw, call in upcoming_calls():
-            if id(call) not in messages and held[0] < PREPARED_BYTES and call[0].idx not in readied:
+            if id(call) in calls_readied:
+                continue
+            if id(call) not in pickled and held[0] < PREPARED_BYTES:
+                pickled.add(id(call))
                 msg = WorkerHandle.message(call, reference.data)
                 if len(msg) <= PREPARED_CALL_BYTES:
                     messages[id(call)] = (tuple(t.idx for t in call), msg)
                     held[0] += len(msg)
+                yield
             for t in call:
                 if t.idx in readied:
                     continue
-                readied.add(t.idx)
                 if t.case.invalid:
                     for q in t.quantities:
                         snippets[(t.idx, q)] = _snippet(fws[fw], t, None, reference.data(t.case, t.dtype), q,
                                                         arrays_dir)
                 elif not chunked.rows_per_block(t.case):
                     reference.condition(t.case, t.api, t.dtype)
-                return True
-        return False
+                readied.add(t.idx)
+                yield
+            calls_readied.add(id(call))
+
+    def prefetch() -> bool:
+        """Do pieces() for PREFETCH_SLICE_S, while the parent has nothing else to do (at the
+        start, every worker's first calls, JAX's compilations); False when none is left."""
+        end = time.perf_counter() + PREFETCH_SLICE_S
+        did = False
+        for _ in pieces():
+            did = True
+            if time.perf_counter() > end:
+                break
+        return did
 
     def snippet_of(task: Task, quantity: str) -> str:
         """The repro of an invalid case's row (prefetch may have written it)."""
