@@ -45,6 +45,35 @@ def test_warm_run_computes_no_reference_and_writes_the_same_table(cache, monkeyp
     pd.testing.assert_frame_equal(warm.drop(columns="seconds"), cold.drop(columns="seconds"))
 
 
+@pytest.mark.conformance
+@pytest.mark.xdist_group("torch")
+def test_work_done_while_the_worker_starts_changes_nothing(cache, monkeypatch):
+    """runner.run's prefetch (references, the calls' messages, condition numbers, invalid
+    cases' repros, while the parent waits) gives the table of a run without it, and its
+    messages are the ones sent."""
+    from cases.generator import build_corpus
+
+    cases = build_corpus(0)[::9]
+    sent = {"prepared": 0, "pickled on sending": 0}
+    send = runner.WorkerHandle.send
+
+    def counted(self, tasks, data=None, message=None):
+        sent["prepared" if message is not None else "pickled on sending"] += 1
+        if message is not None:
+            assert message == runner.WorkerHandle.message(tasks, data)
+        return send(self, tasks, data, message)
+
+    monkeypatch.setattr(runner.WorkerHandle, "send", counted)
+    ahead, _ = runner.run(cases, ["torch"], ["float32"])
+    assert sent["prepared"] > 20 and sent["pickled on sending"] == 0, sent
+    monkeypatch.setattr(runner, "PREFETCH_CALLS", 0)  # nothing is done ahead
+    monkeypatch.setattr(repro, "_REFERENCES", {})
+    sent.update(dict.fromkeys(sent, 0))
+    plain, _ = runner.run(cases, ["torch"], ["float32"])
+    assert sent["prepared"] == 0
+    pd.testing.assert_frame_equal(ahead.drop(columns="seconds"), plain.drop(columns="seconds"))
+
+
 def test_keys_tell_apart_what_the_reference_does(cache):
     a = np.array([1.0, 2.0, 3.0])
     k = refcache.key("reference", "sigmoid", a, {"weight": a, "reduction": "mean"})
