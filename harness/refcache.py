@@ -214,6 +214,17 @@ def flush() -> None:
 atexit.register(flush)
 
 
+def peek(parts: tuple) -> dict[str, np.ndarray] | None:
+    """The entry of `parts` if the cache holds it, else None (nothing computed)."""
+    if _open() is None:
+        return None
+    try:
+        k = key(*parts)
+    except (TypeError, ValueError):
+        return None
+    return get(k)
+
+
 def cached(parts: tuple, compute) -> dict[str, np.ndarray]:
     """The entry of `parts` (key), computed by compute() and kept when it is not there; parts
     that cannot be keyed (an object array) are computed, not kept."""

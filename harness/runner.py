@@ -332,14 +332,29 @@ class Reference:
             flat = compute()
         return {q: (v, flat.get(q + ".err")) for q, v in flat.items() if not q.endswith(".err")}
 
-    def condition(self, case: Case, api: Api, dtype: str, rows: slice | None = None) -> np.ndarray:
+    def _condition_key(self, case: Case, dtype: str, conv: tuple) -> tuple:
+        """What the persistent cache keys the condition numbers of the whole case by."""
+        return ("condition", case.family, {"mean": conv[0], "axis_mean": conv[1]},
+                np.dtype(reference_precision(dtype)[0]).str, *self._keyed(case, dtype))
+
+    def condition(self, case: Case, api: Api, dtype: str, rows: slice | None = None,
+                  compute: bool = True) -> np.ndarray | None:
         """The loss's condition number per output (harness.condition), from the reference loss
-        and gradients; for a case taken in blocks, of the block `rows` only (uncached)."""
+        and gradients; for a case taken in blocks, of the block `rows` only (uncached).
+        compute=False: only if at hand (in memory, or in the persistent cache), else None."""
         conv = _conventions(api)
         key = (case.id, dtype, conv, "cond")
         if key in self._cache:
             return self._cache[key]["cond"][0]
         per_block = chunked.rows_per_block(case)
+        if not compute:
+            if per_block:
+                return None
+            got = refcache.peek(self._condition_key(case, dtype, conv))
+            if got is None:
+                return None
+            self._put(key, {"cond": (got["cond"], None)})
+            return got["cond"]
         rows = rows if per_block else None
         x, t, p = self.data(case, dtype, rows)
         c = {"mean": conv[0], "axis_mean": conv[1]}
@@ -362,8 +377,7 @@ class Reference:
 
         if per_block:
             return compute()["cond"]
-        cond = refcache.cached(("condition", case.family, c, np.dtype(prec).str, *self._keyed(case, dtype)),
-                               compute)["cond"]
+        cond = refcache.cached(self._condition_key(case, dtype, conv), compute)["cond"]
         self._put(key, {"cond": (cond, None)})
         return cond
 
@@ -852,8 +866,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         """Each piece of the queued calls' work that does not depend on their answers, done one
         at a time (prefetch). First the references (computed, or read from the persistent
         cache); then, call by call, its message to the worker pickled (up to PREPARED_BYTES in
-        all), the condition numbers of its valid cases' losses (which a row reads when its loss
-        is not exact) and its invalid cases' repros (every row of one has it, whatever the API
+        all), the condition numbers of its valid cases' losses from the persistent cache (which
+        a row reads when its loss is not exact) and its invalid cases' repros (every row of one has it, whatever the API
         does). Values are those computed on demand."""
         for _, call in upcoming_calls():
             if id(call) in calls_ahead:
@@ -885,8 +899,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     for q in t.quantities:
                         snippets[(t.idx, q)] = _snippet(fws[fw], t, None, reference.data(t.case, t.dtype), q,
                                                         arrays_dir)
-                elif not chunked.rows_per_block(t.case):
-                    reference.condition(t.case, t.api, t.dtype)
+                elif not chunked.rows_per_block(t.case):  # read, never computed ahead: a row may not need it
+                    reference.condition(t.case, t.api, t.dtype, compute=False)
                 readied.add(t.idx)
                 yield
             calls_readied.add(id(call))

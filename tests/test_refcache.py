@@ -128,6 +128,14 @@ def test_values_come_back_bit_for_bit(cache):
         assert got[name].tobytes() == np.ascontiguousarray(v).tobytes()
 
 
+def test_peek_reads_and_never_computes(cache):
+    parts = ("condition", np.arange(3.0))
+    assert refcache.peek(parts) is None
+    refcache.cached(parts, lambda: {"cond": np.arange(3.0) * 2})
+    assert refcache.peek(parts)["cond"].tolist() == [0.0, 2.0, 4.0]
+    assert refcache.peek(("condition", np.arange(3.0) + 1)) is None
+
+
 def test_a_damaged_cache_costs_one_warning_line(cache, capsys):
     cache.mkdir()
     (cache / refcache.FILE).write_bytes(b"not a database" * 100)
