@@ -866,8 +866,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         """Each piece of the queued calls' work that does not depend on their answers, done one
         at a time (prefetch). First the references (computed, or read from the persistent
         cache); then, call by call, its message to the worker pickled (up to PREPARED_BYTES in
-        all), the condition numbers of its valid cases' losses from the persistent cache (which
-        a row reads when its loss is not exact) and its invalid cases' repros (every row of one has it, whatever the API
+        all), the condition numbers of its valid cases' losses (which a row reads when its loss
+        is not exact: computed ahead only while fewer workers run than CPUs, else only read from
+        the persistent cache) and its invalid cases' repros (every row of one has it, whatever the API
         does). Values are those computed on demand."""
         for _, call in upcoming_calls():
             if id(call) in calls_ahead:
@@ -899,8 +900,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     for q in t.quantities:
                         snippets[(t.idx, q)] = _snippet(fws[fw], t, None, reference.data(t.case, t.dtype), q,
                                                         arrays_dir)
-                elif not chunked.rows_per_block(t.case):  # read, never computed ahead: a row may not need it
-                    reference.condition(t.case, t.api, t.dtype, compute=False)
+                elif not chunked.rows_per_block(t.case):  # a row may not need it: computed only on a free CPU
+                    reference.condition(t.case, t.api, t.dtype, compute=len(handles) < cpus)
                 readied.add(t.idx)
                 yield
             calls_readied.add(id(call))
