@@ -214,25 +214,27 @@ def flush() -> None:
 atexit.register(flush)
 
 
-def peek(parts: tuple) -> dict[str, np.ndarray] | None:
-    """The entry of `parts` if the cache holds it, else None (nothing computed)."""
+def _entry(parts: tuple) -> bytes | None:
+    """key(*parts) where there is a cache and the parts can be keyed (not an object array), else None."""
     if _open() is None:
         return None
     try:
-        k = key(*parts)
+        return key(*parts)
     except (TypeError, ValueError):
         return None
-    return get(k)
+
+
+def peek(parts: tuple) -> dict[str, np.ndarray] | None:
+    """The entry of `parts` if the cache holds it, else None (nothing computed)."""
+    k = _entry(parts)
+    return None if k is None else get(k)
 
 
 def cached(parts: tuple, compute) -> dict[str, np.ndarray]:
     """The entry of `parts` (key), computed by compute() and kept when it is not there; parts
     that cannot be keyed (an object array) are computed, not kept."""
-    if _open() is None:
-        return compute()
-    try:
-        k = key(*parts)
-    except (TypeError, ValueError):
+    k = _entry(parts)
+    if k is None:
         return compute()
     v = get(k)
     if v is None:

@@ -332,11 +332,6 @@ class Reference:
             flat = compute()
         return {q: (v, flat.get(q + ".err")) for q, v in flat.items() if not q.endswith(".err")}
 
-    def _condition_key(self, case: Case, dtype: str, conv: tuple) -> tuple:
-        """What the persistent cache keys the condition numbers of the whole case by."""
-        return ("condition", case.family, {"mean": conv[0], "axis_mean": conv[1]},
-                np.dtype(reference_precision(dtype)[0]).str, *self._keyed(case, dtype))
-
     def condition(self, case: Case, api: Api, dtype: str, rows: slice | None = None,
                   compute: bool = True) -> np.ndarray | None:
         """The loss's condition number per output (harness.condition), from the reference loss
@@ -347,20 +342,14 @@ class Reference:
         if key in self._cache:
             return self._cache[key]["cond"][0]
         per_block = chunked.rows_per_block(case)
-        if not compute:
-            if per_block:
-                return None
-            got = refcache.peek(self._condition_key(case, dtype, conv))
-            if got is None:
-                return None
-            self._put(key, {"cond": (got["cond"], None)})
-            return got["cond"]
+        if per_block and not compute:
+            return None
         rows = rows if per_block else None
-        x, t, p = self.data(case, dtype, rows)
         c = {"mean": conv[0], "axis_mean": conv[1]}
         prec = reference_precision(dtype)[0]
 
-        def compute() -> dict[str, np.ndarray]:
+        def computed() -> dict[str, np.ndarray]:
+            x, t, p = self.data(case, dtype, rows)
             y = self(case, api, dtype, "loss", rows)[0]
             try:
                 grads = None
@@ -376,10 +365,13 @@ class Reference:
             return {"cond": np.asarray(cond)}
 
         if per_block:
-            return compute()["cond"]
-        cond = refcache.cached(self._condition_key(case, dtype, conv), compute)["cond"]
-        self._put(key, {"cond": (cond, None)})
-        return cond
+            return computed()["cond"]
+        parts = ("condition", case.family, c, np.dtype(prec).str, *self._keyed(case, dtype))
+        got = refcache.cached(parts, computed) if compute else refcache.peek(parts)
+        if got is None:
+            return None
+        self._put(key, {"cond": (got["cond"], None)})
+        return got["cond"]
 
 
 REPRO_FAILED = "# repro failed: "
