@@ -875,7 +875,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                             yield
                 ahead.add(t.idx)
             calls_ahead.add(id(call))
-        for fw, call in upcoming_calls():
+        for _, call in upcoming_calls():
             if id(call) in calls_readied:
                 continue
             if id(call) not in pickled and held[0] < PREPARED_BYTES:
@@ -890,8 +890,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                     continue
                 if t.case.invalid:
                     for q in t.quantities:
-                        snippets[(t.idx, q)] = _snippet(fws[fw], t, None, reference.data(t.case, t.dtype), q,
-                                                        arrays_dir)
+                        snippets[(t.idx, q)] = invalid_snippet(t, q)
                 elif not chunked.rows_per_block(t.case):  # a row may not need it: computed only on a free CPU
                     reference.condition(t.case, t.api, t.dtype, compute=len(handles) < cpus)
                 readied.add(t.idx)
@@ -909,13 +908,15 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
                 break
         return did
 
+    def invalid_snippet(task: Task, quantity: str) -> str:
+        """The repro of an invalid case's row: the whole case."""
+        return _snippet(fws[task.api.framework], task, None, reference.data(task.case, task.dtype), quantity,
+                        arrays_dir)
+
     def snippet_of(task: Task, quantity: str) -> str:
-        """The repro of an invalid case's row (prefetch may have written it)."""
+        """invalid_snippet, which prefetch may have written already."""
         got = snippets.pop((task.idx, quantity), None)
-        if got is None:
-            got = _snippet(fws[task.api.framework], task, None, reference.data(task.case, task.dtype), quantity,
-                           arrays_dir)
-        return got
+        return invalid_snippet(task, quantity) if got is None else got
 
     def spare() -> None:
         """While fewer workers than CPUs run, and none is starting for the first time, start one

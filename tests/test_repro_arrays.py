@@ -137,3 +137,39 @@ def test_the_whole_cases_reference_cut_is_the_reference_of_the_cut_case():
                         np.testing.assert_array_equal(got, want, err_msg=f"{case.id} {api.id} {dtype} {q} at {idx}")
                         checked += 1
     assert checked > 1000, checked
+
+
+def test_a_snippet_given_the_whole_cases_reference_prints_the_reference_of_its_cut_inputs():
+    """repro.snippet with the runner's reference of the whole case (cut there) writes the snippet
+    it writes computing the reference of its cut inputs itself: on unreduced corpus cases of
+    every family torch has, cut at their last output, for the loss and each gradient (a
+    weight's gradient too, which the cut case's own reference gives)."""
+    import adapters
+    from cases.generator import build_corpus
+    from harness import chunked, oracle
+    from harness.dtypes import reference_precision
+
+    fw = adapters.load("torch").framework
+    apis = {a.family: a for a in adapters.all_apis(["torch"])}
+    compared = 0
+    for case in build_corpus(0):
+        api = apis.get(case.family)
+        if (api is None or case.invalid or case.reduction != "none" or chunked.rows_per_block(case)
+                or case.inputs.size > 4096 or api.cannot_express(case.params, "float32", case.inputs.ndim)):
+            continue
+        x, t, p = case.in_dtype("float32")
+        conv = {"mean": api.convention("mean"), "axis_mean": api.convention("axis_mean")}
+        prec = reference_precision("float32")[0]
+        loss = np.asarray(oracle.loss(case.family, x, t, p, conv, prec))
+        if loss.ndim == 0 or loss.size == 0:
+            continue
+        idx = tuple(int(i) for i in np.unravel_index(loss.size - 1, loss.shape))
+        with np.errstate(over="ignore"):
+            whole = {"loss": loss, **{q: v for q, (v, _) in oracle.grad(case.family, x, t, p, conv, prec).items()}}
+        for q in ("loss", *adapters.gradient_args(api, p)):
+            # a graded row cuts at its output's index; a failed row of a large case at the loss's
+            for at in {runner.output_index(case, api, q, idx), idx}:
+                given = repro.snippet(fw, api, "float32", x, t, p, at, q, reference=whole[q])
+                assert given == repro.snippet(fw, api, "float32", x, t, p, at, q), (case.id, q, at)
+                compared += repro.cut(p, x, at) is not None
+    assert compared > 50, compared
