@@ -20,10 +20,13 @@ harness.runner.plan):
            temporary directory): the reference cache (harness.refcache) and, for JAX, the
            compilation cache.
 Each is run --repeat times, each time in a fresh process (and, for the harness, with a fresh
-cache for the cold run): prints the median time and the range, calls/second, the ratio of the
-medians harness/direct, and the peak resident memory (ru_maxrss) of the direct process, of the
-harness's parent and of its largest worker. Set-up (imports: Framework.setup, in both) is not
-timed. Timings are wall-clock on this machine; run nothing else meanwhile.
+cache for the cold run), in rounds: the direct loop, then the harness right after it, so that a
+round's runs see the machine at the same speed (this machine's speed drifts by a third over
+minutes: the JAX direct loop took 38.5 s and 68.8 s on one day). Prints the median time and the
+range, calls/second, the median (and range) of the rounds' ratios harness/direct, and the peak
+resident memory (ru_maxrss) of the direct process, of the harness's parent and of its largest
+worker. Set-up (imports: Framework.setup, in both) is not timed. Timings are wall-clock on this
+machine; run nothing else meanwhile.
 
     --full    also the whole `make report` workload: every default framework, every dtype, the
               corpus, loss and gradients, in one `runner.run` (its own process, the JAX cache
@@ -110,7 +113,7 @@ def _worker_only(conn, framework: str, dtypes: list[str], limit: int | None, cac
     from harness import runner
 
     _, tasks = _tasks(framework, dtypes, limit)
-    calls = runner.batches(tasks, adapters.load(framework).framework.batch_rows)
+    calls = runner.framework_calls(tasks, adapters.load(framework).framework)
     data = {(id(t.case), t.dtype): t.case.in_dtype(t.dtype) for t in tasks}
     h = runner.WorkerHandle(framework, None)
     if h.conn.recv()[0] != "ready":
@@ -210,7 +213,8 @@ def main(argv=None) -> int:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"machine: {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, {platform.platform()}; "
           f"python {sys.version.split()[0]}; dtypes {','.join(dtypes)}; loss and gradients")
-    print(f"median of {a.repeat} runs (range); ratio and calls/s of the medians")
+    print(f"median of {a.repeat} rounds (range), each round the direct loop and then the harness, one after the "
+          "other; calls/s of the medians; harness/direct: the median (range) of the rounds' ratios")
     print("| framework | calls | direct s | direct calls/s | harness s | harness calls/s | harness/direct | "
           "start-up s | peak RSS MiB: direct / parent / worker |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -218,26 +222,29 @@ def main(argv=None) -> int:
         return f"{median_high(xs):.3g} ({min(xs):.3g}-{max(xs):.3g})" if len(xs) > 1 else f"{xs[0]:.3g}"
 
     for framework in [] if a.skip_direct else a.frameworks.split(","):
-        direct = [_in_process(_direct, framework, dtypes, a.limit, False) for _ in range(a.repeat)]
-        n, direct_s, direct_rss = direct[0][0], median_high([d[1] for d in direct]), max(d[2] for d in direct)
+        direct, jit, alone = [], [], []
         runs = {"cold cache": [], "warm cache": []}
-        alone = []
-        for _ in range(a.repeat):  # a fresh cache each time: one cold run, then one warm
-            with tempfile.TemporaryDirectory() as cache:
+        for _ in range(a.repeat):  # one round: the direct loop, then the harness beside it in time
+            direct.append(_in_process(_direct, framework, dtypes, a.limit, False))
+            with tempfile.TemporaryDirectory() as cache:  # a fresh cache each round: one cold run, then one warm
                 for label in runs:
                     runs[label].append(_in_process(_harness, framework, dtypes, a.limit, cache))
                 alone.append(_in_process(_worker_only, framework, dtypes, a.limit, cache)[0])
+            if framework == "jax":
+                jit.append(_in_process(_direct, framework, dtypes, a.limit, True))
+        n, direct_s, direct_rss = direct[0][0], median_high([d[1] for d in direct]), max(d[2] for d in direct)
         for label, rs in runs.items():
             harness_s, start = median_high([r[0] for r in rs]), median_high([r[1] for r in rs])
             rss, wrss = max(r[3] for r in rs), max(r[4] for r in rs)
             print(f"| {framework} ({label}) | {n} | {spread([d[1] for d in direct])} | {n / direct_s:.0f} | "
-                  f"{spread([r[0] for r in rs])} | {n / harness_s:.0f} | {harness_s / direct_s:.3g} | {start:.1f} | "
+                  f"{spread([r[0] for r in rs])} | {n / harness_s:.0f} | "
+                  f"{spread([r[0] / d[1] for r, d in zip(rs, direct)])} | {start:.1f} | "
                   f"{direct_rss:.0f} / {rss:.0f} / {wrss:.0f} |", flush=True)
         alone_s = median_high(alone)
         print(f"| {framework} (worker only, warm cache) | {n} | {spread([d[1] for d in direct])} | "
-              f"{n / direct_s:.0f} | {spread(alone)} | {n / alone_s:.0f} | {alone_s / direct_s:.3g} | | |", flush=True)
-        if framework == "jax":
-            jit = [_in_process(_direct, framework, dtypes, a.limit, True) for _ in range(a.repeat)]
+              f"{n / direct_s:.0f} | {spread(alone)} | {n / alone_s:.0f} | "
+              f"{spread([w / d[1] for w, d in zip(alone, direct)])} | | |", flush=True)
+        if jit:
             jit_s = median_high([j[1] for j in jit])
             print(f"| jax (direct loop under jax.jit, for comparison) | {n} | {spread([j[1] for j in jit])} | "
                   f"{n / jit_s:.0f} | | | | | {max(j[2] for j in jit):.0f} / | ", flush=True)

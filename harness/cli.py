@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "`xentc merge` puts the N output directories back together")
     r.add_argument("--no-batch", action="store_true",
                    help="one case per call, also where a framework batches (jax, keras[jax]; each case still padded to "
-                        "its row bucket): slower, the same values")
+                        "its row bucket) or compiles calls together (jax): slower, the same values")
     r.add_argument("--large", action="store_true",
                    help="add the large case: sparse softmax, 4,096 rows x 131,072 classes, float32 "
                         "(its reference computed a block of rows at a time; measured peaks: runner 9 GiB, a "

@@ -15,8 +15,9 @@ second worker, which takes calls from the other end of its queue (run's spare).
 
 Where a framework batches (adapters.Framework.batch_rows), the cases of one batch key
 (adapters.batch_key: API, row shape, dtype, scalar parameters) go to its worker as one call of
-at most MAX_BATCH_ROWS rows. A batch that crashes or times out is sent again one case per call,
-so that the row that is `crashed` is the case that did it.
+at most MAX_BATCH_ROWS rows. Where it compiles (adapters.Framework.compile), consecutive calls go
+as one Bundle, compiled as one program (bundles). A batch or bundle that crashes or times out is
+sent again one case per call, so that the row that is `crashed` is the case that did it.
 """
 from __future__ import annotations
 
@@ -57,12 +58,21 @@ MAX_BATCH_CASES = 256
 #: message and a wake-up per group, not per case (measured, torch float32: 700 calls of 0.2 ms)
 MAX_GROUP_CASES = 16
 MAX_GROUP_ELEMENTS = 1 << 16
+#: a framework that compiles gets its calls in bundles of at most this many functions (a batch is
+#: one; a group, one per case) and input elements, compiled as one program (measured, JAX float32
+#: corpus cold, one process: 8.3-9.0 s a program per call, 5.7-6.4 s at 4 to 16; XLA:CPU on 8 to
+#: 32 softmax functions: 46-52 ms each at 4-8, 55-60 at 16, 90-114 at 32)
+MAX_BUNDLE_PROGRAMS = 8
+MAX_BUNDLE_ELEMENTS = 1 << 20
 #: a call with more input elements than this is in flight on one worker at a time
 LARGE_CALL_ELEMENTS = 1 << 24
 #: the calls a worker is sent ahead (it reads them in a thread of its own, harness.worker): the
 #: parent's grading and the worker's calls vary in time, call by call (measured, torch float32:
 #: the worker waited 0.31 s for calls at two deep, small calls only; 0.23 s at eight, any size)
 PIPELINE_DEPTH = 8
+#: ... of which this many bundles (each a compilation of a second or so): the others stay queued,
+#: for whichever worker is free first (a spare's, run's spare)
+BUNDLES_AHEAD = 2
 #: while it waits, the parent computes the references of this many calls ahead per framework
 PREFETCH_CALLS = 256
 #: ... and pickles their messages to the workers, up to this many bytes in all, of calls of at
@@ -78,6 +88,8 @@ MIN_SPLIT_S = 2.0
 SPLIT_STARTUPS = 2.0
 #: ... estimated from this many of its calls at least
 SPLIT_AFTER = 5
+#: a framework that compiles gets a spare at once while it has this many calls queued
+SPARE_AT_ONCE_CALLS = 2 * BUNDLES_AHEAD
 
 
 def keep_heap(limit: int = 64 << 20) -> None:
@@ -163,6 +175,25 @@ class Call(list):
         c.batched = self.batched
         return c
 
+    def parts(self) -> list["Call"]:
+        """The calls this one sends (a Bundle: several)."""
+        return [self]
+
+
+class Bundle(Call):
+    """Calls of a compiling framework sent as one (adapters.call_bundle: one compiled program):
+    their tasks in order. A task alone runs as its own call ran it."""
+
+    def __init__(self, calls: list[Call]) -> None:
+        super().__init__(t for c in calls for t in c)
+        self.calls = calls
+
+    def alone(self, task: Task) -> Call:
+        return next(c for c in self.calls if any(t is task for t in c)).alone(task)
+
+    def parts(self) -> list[Call]:
+        return self.calls
+
 
 def batches(tasks: list[Task], batch_rows: bool, stack: bool = True) -> list[Call]:
     """The calls that run `tasks` (one framework's, in plan order), each placed where its first
@@ -190,6 +221,45 @@ def batches(tasks: list[Task], batch_rows: bool, stack: bool = True) -> list[Cal
             calls.append(c)
             open_[k] = (c, n)
     return calls
+
+
+def bundles(calls: list[Call]) -> list[Call]:
+    """Calls joined into Bundles of at most MAX_BUNDLE_PROGRAMS functions and MAX_BUNDLE_ELEMENTS
+    input elements, for a framework that compiles (adapters.Framework.compile): the compiler then
+    sees one program per bundle. A batch is one function; a group's cases are one each, and go
+    into bundles one by one (a group only spares messages). A bundle is placed where its last
+    call was. A call with an invalid case (which may raise as the program is built: the bundle
+    would run again part by part) runs on its own, as before; so does one of more elements."""
+    out: list[Call] = []
+    run: list[Call] = []
+    size = 0
+
+    def close() -> None:
+        if run:
+            out.append(run[0] if len(run) == 1 else Bundle(list(run)))
+            run.clear()
+
+    for c in calls:
+        n = sum(t.case.inputs.size for t in c)
+        if any(t.case.invalid for t in c) or n > MAX_BUNDLE_ELEMENTS:
+            out.append(c)
+            continue
+        for part in [c] if c.batched else [c.alone(t) for t in c]:
+            k = sum(t.case.inputs.size for t in part)
+            if len(run) == MAX_BUNDLE_PROGRAMS or size + k > MAX_BUNDLE_ELEMENTS:
+                close()
+                size = 0
+            run.append(part)
+            size += k
+    close()
+    return out
+
+
+def framework_calls(tasks: list[Task], fw: "adapters.Framework", stack: bool = True) -> list[Call]:
+    """The calls that run one framework's tasks: batches, joined into bundles where it compiles
+    (both only with stack)."""
+    calls = batches(tasks, fw.batch_rows, stack=stack)
+    return bundles(calls) if stack and fw.compile is not None else calls
 
 
 def _terms(task: Task) -> int:
@@ -501,9 +571,10 @@ class WorkerHandle:
     @staticmethod
     def message(tasks: list[Task], data=None) -> bytes:
         """The call's message to the worker (harness.worker), pickled as Connection.send pickles."""
-        return ForkingPickler.dumps((tasks[0].idx, tasks[0].api.id,
-                                     [(data or Case.in_dtype)(t.case, t.dtype) for t in tasks],
-                                     tasks[0].quantities, getattr(tasks, "batched", False)))
+        data = data or Case.in_dtype
+        parts = tasks.parts() if isinstance(tasks, Call) else [tasks]
+        return ForkingPickler.dumps((tasks[0].idx, [(c[0].api.id, [data(t.case, t.dtype) for t in c], c[0].quantities,
+                                                     getattr(c, "batched", False)) for c in parts]))
 
     def send(self, tasks: list[Task], data=None, message: bytes | None = None) -> None:
         """One call: a task, or a batch (runner.Call) of tasks of one batch key; data(case, dtype):
@@ -572,7 +643,8 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     (harness.journal); with resume, the calls already there are not run again. call_timeout:
     seconds one call may take before its worker is killed and the row is `crashed`. batch: False
     runs every case in a call of its own, padded to its bucket all the same where the framework
-    batches (the same values: tests/test_batching.py). shard (I, N):
+    batches, and compiled on its own where it bundles (the same values: tests/test_batching.py).
+    shard (I, N):
     only the planned (case, API, dtype) whose plan index is I-1 modulo N (harness.shard). device:
     where the workers run the APIs ("cpu", or "cuda": adapters.DEVICES); a framework that cannot
     run there is `unsupported`, never run elsewhere. stats: a dict this fills with the peak
@@ -609,7 +681,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
     pending: dict[int, list[dict]] = {}
     fws = {fw: adapters.load(fw).framework for fw in frameworks}
     queues: dict[str, deque[list[Task]]] = {
-        fw: deque(batches([t for t in tasks if t.api.framework == fw], fws[fw].batch_rows, stack=batch)) for fw in frameworks}
+        fw: deque(framework_calls([t for t in tasks if t.api.framework == fw], fws[fw], stack=batch)) for fw in frameworks}
     reference = Reference()
     versions: dict[str, str] = {}
     bar = None
@@ -801,11 +873,13 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         return q[-1] if h.from_back else q[0]
 
     def send_next(h: WorkerHandle) -> None:
-        """Send h its next calls, up to PIPELINE_DEPTH in flight, unless the next is large and
-        another large call is in flight."""
+        """Send h its next calls, up to PIPELINE_DEPTH in flight (BUNDLES_AHEAD bundles), unless
+        the next is large and another large call is in flight."""
         q = queues[h.framework]
         while q and len(h.inflight) < PIPELINE_DEPTH:
             if large(next_call(h)) and any(large(o) for w in handles for o in w.inflight):
+                return
+            if isinstance(next_call(h), Bundle) and sum(isinstance(c, Bundle) for c in h.inflight) >= BUNDLES_AHEAD:
                 return
             call = q.pop() if h.from_back else q.popleft()
             ready = messages.pop(id(call), None)
@@ -928,14 +1002,23 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         0.3 s; TF's median of 32 calls at 14 ms where its 665 calls averaged 3 ms), plus, where
         cases have poisoned its workers, the share of a worker's start-up that each call has
         cost so far: a framework that must restart often (torch on a GPU after device-side
-        asserts) gets workers that restart side by side. A spare takes its calls from the back of the queue, the other workers from the front, so
-        that each sees APIs and shapes of its own."""
-        if len(handles) >= cpus or any(h.first_start and not h.ready for h in handles):
+        asserts) gets workers that restart side by side. A framework that compiles
+        (adapters.Framework.compile) gets its spare at once, even while its first worker starts,
+        when SPARE_AT_ONCE_CALLS calls are queued: each is a compilation, CPU-bound, a second or
+        so (measured, JAX float32 cold alone: 6.6-6.9 s on one worker, 5.5-6.0 s with a spare
+        from the first answer). A spare takes its calls from the back of the queue, the other
+        workers from the front, so that each sees APIs and shapes of its own."""
+        if len(handles) >= cpus:
             return
+        starting = any(h.first_start and not h.ready for h in handles)
         most, best = 0.0, None
         for fw, q in queues.items():
             n = sum(h.framework == fw for h in handles)
-            if q and len(recent[fw]) >= SPLIT_AFTER and 0 < n < cpus and fw not in no_spare:
+            if not q or not 0 < n < cpus or fw in no_spare:
+                continue
+            if fws[fw].compile is not None and len(q) >= SPARE_AT_ONCE_CALLS:
+                most, best = float("inf"), fw
+            elif not starting and len(recent[fw]) >= SPLIT_AFTER:
                 per_call = min(median_high(recent[fw]), busy_s[fw] / answered[fw])
                 if poisoned[fw] and starts[fw]:
                     per_call += poisoned[fw] / max(answered[fw], 1) * median_high(starts[fw])

@@ -3,7 +3,8 @@
 Started with the 'spawn' method so the parent never imports a framework; on the device it is
 given (adapters.DEVICES), which the framework must see, or it reports itself unavailable. Protocol over a
 multiprocessing Pipe (our own processes; case files are never pickled):
-  parent -> worker: (call_id, api_id, [(x, t, params), ...], quantities, batched)  or None to stop
+  parent -> worker: (call_id, [(api_id, [(x, t, params), ...], quantities, batched), ...])  or None
+                    to stop: a call of one part, or a bundle of several (runner.Bundle)
   worker -> parent: ("ready", version, info) once, then per call
                     (call_id, [result per case], [seconds per case]), a result being
                     ("ok", {quantity: (kind, payload)}) (adapters.call),
@@ -14,7 +15,9 @@ multiprocessing Pipe (our own processes; case files are never pickled):
                     assert); the runner sends the calls it did not run to a new worker.
 A batched call (one case or several of one adapters.batch_key) runs through
 adapters.call_batch (its time shared by its cases); any other (one case, or a group of cases of
-one API: runner.batches) through adapters.call_each, each case on its own and timed on its own.
+one API: runner.batches) through adapters.call_each, each case on its own and timed on its own;
+a bundle of such calls through adapters.call_bundle, as one compiled program (its time shared
+by its cases).
 """
 from __future__ import annotations
 
@@ -101,12 +104,18 @@ def main(conn, framework: str, log_path: str | None = None, device: str = "cpu")
         msg = inbox.get()
         if msg is None:  # the end, or the runner is gone
             break
-        call_id, api_id, items, quantities, batched = msg
-        if batched:
-            t0 = time.perf_counter()
+        call_id, parts = msg
+        t0 = time.perf_counter()
+        if len(parts) > 1:
+            res = adapters.call_bundle(fw, [(apis[a], items, q, b) for a, items, q, b in parts],
+                                       log_errors=bool(log_path))
+            seconds = [(time.perf_counter() - t0) / len(res)] * len(res)
+        elif parts[0][3]:
+            api_id, items, quantities, _ = parts[0]
             res = adapters.call_batch(fw, apis[api_id], items, quantities)
             seconds = [(time.perf_counter() - t0) / len(items)] * len(items)
         else:
+            api_id, items, quantities, _ = parts[0]
             seconds = []
             res = adapters.call_each(fw, apis[api_id], items, quantities, log_errors=bool(log_path), times=seconds)
         conn.send((call_id, res, seconds))

@@ -111,3 +111,30 @@ def test_a_stretch_of_slow_calls_among_quick_ones_starts_no_spare(spare_soon, mo
                        stats=stats)
     assert stats["worker_s"]["faulty"]["workers"] == 1, stats["worker_s"]["faulty"]
     assert (df[df.quantity == "loss"].status == "match").all()
+
+
+def test_a_framework_that_compiles_gets_its_spare_at_once(spare_soon, monkeypatch):
+    """Each call of a framework that compiles (JAX) is a compilation: CPU-bound, which a free CPU
+    halves. Such a framework gets its spare at once, while its first worker starts, without
+    waiting for calls to estimate from: here quick calls that the estimate would never think
+    worth one (MIN_SPLIT_S 10 s). The same run on a framework that does not compile starts none;
+    the rows are those of one worker."""
+    import dataclasses
+
+    monkeypatch.setattr(runner, "MIN_SPLIT_S", 10.0)
+    cases = parse_cases({"cases": [normal(i) for i in range(40)]})  # 10 bundles (runner.MAX_BUNDLE_PROGRAMS cases each)
+
+    def go(compiles: bool, cpus: int):
+        # the runner reads the framework's `compile` (its worker, unpatched, runs each case as before)
+        monkeypatch.setattr(fa, "FRAMEWORK", dataclasses.replace(fa.FRAMEWORK, compile=(lambda f: f) if compiles else None))
+        stats: dict = {}
+        df, _ = runner.run(cases, ["faulty"], DTYPES, call_timeout=CALL_TIMEOUT, cpus=cpus, stats=stats)
+        return df, stats["worker_s"]["faulty"]
+
+    alone, one = go(True, cpus=1)
+    plain, none = go(False, cpus=2)
+    spared, two = go(True, cpus=2)
+    assert (one["workers"], none["workers"], two["workers"]) == (1, 1, 2), (one, none, two)
+    assert (alone[alone.quantity == "loss"].status == "match").all()
+    for df in (plain, spared):
+        pd.testing.assert_frame_equal(df.drop(columns="seconds"), alone.drop(columns="seconds"))
