@@ -408,7 +408,7 @@ class _Worker:
         """Send one call; its task id, or the reason it could not be sent."""
         self.next_id += 1
         try:
-            self.h.conn.send((self.next_id, api_id, [(x, t, params)], ("loss",), False))
+            self.h.conn.send((self.next_id, [(api_id, [(x, t, params)], ("loss",), False)]))  # harness.worker's protocol
         except (OSError, BrokenPipeError) as e:
             return f"worker unreachable: {type(e).__name__}"
         return self.next_id
