@@ -122,7 +122,7 @@ def test_a_framework_that_compiles_gets_its_spare_at_once(spare_soon, monkeypatc
     import dataclasses
 
     monkeypatch.setattr(runner, "MIN_SPLIT_S", 10.0)
-    cases = parse_cases({"cases": [normal(i) for i in range(40)]})  # 10 bundles (runner.MAX_BUNDLE_PROGRAMS cases each)
+    cases = parse_cases({"cases": [normal(i) for i in range(40)]})  # in bundles of runner.MAX_BUNDLE_PROGRAMS cases: 5 calls
 
     def go(compiles: bool, cpus: int):
         # the runner reads the framework's `compile` (its worker, unpatched, runs each case as before)
