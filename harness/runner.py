@@ -1003,11 +1003,12 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         0.3 s; TF's median of 32 calls at 14 ms where its 665 calls averaged 3 ms), plus, where
         cases have poisoned its workers, the share of a worker's start-up that each call has
         cost so far: a framework that must restart often (torch on a GPU after device-side
-        asserts) gets workers that restart side by side. A framework that compiles
-        (adapters.Framework.compile) gets its spare at once, even while its first worker starts,
-        when SPARE_AT_ONCE_CALLS calls are queued: each is a compilation, CPU-bound, a second or
-        so (measured, JAX float32 cold alone: 6.6-6.9 s on one worker, 5.5-6.0 s with a spare
-        from the first answer). A spare takes its calls from the back of the queue, the other
+        asserts) gets workers that restart side by side. On the CPU, a framework that compiles
+        (adapters.Framework.compile) gets its first spare at once, even while its first worker
+        starts, when SPARE_AT_ONCE_CALLS calls are queued: each is a compilation, CPU-bound, a
+        second or so (measured, JAX float32 cold alone: 6.6-6.9 s on one worker, 5.5-6.0 s with a
+        spare from the first answer); any further one as above. (On a GPU, a second process
+        would share its memory: spares there come from the estimate alone, as before.) A spare takes its calls from the back of the queue, the other
         workers from the front, so that each sees APIs and shapes of its own."""
         if len(handles) >= cpus:
             return
@@ -1017,7 +1018,7 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
             n = sum(h.framework == fw for h in handles)
             if not q or not 0 < n < cpus or fw in no_spare:
                 continue
-            if fws[fw].compile is not None and len(q) >= SPARE_AT_ONCE_CALLS:
+            if fws[fw].compile is not None and n == 1 and len(q) >= SPARE_AT_ONCE_CALLS and device == "cpu":
                 most, best = float("inf"), fw
             elif not starting and len(recent[fw]) >= SPLIT_AFTER:
                 per_call = min(median_high(recent[fw]), busy_s[fw] / answered[fw])
