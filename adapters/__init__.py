@@ -455,9 +455,10 @@ def call_bundle(fw: Framework, parts: list[tuple[Api, list, tuple[str, ...], boo
     """Several calls of a compiling framework (fw.compile) as one compiled program. Each part
     (api, items, quantities, batched) is a call as call_batch (batched: its cases' rows stacked)
     or call_each (each case at its own shape) would make it; their functions (_computed) go side
-    by side into one program, compiled once: a compilation costs some 50-100 ms whatever the
-    program holds (measured, XLA:CPU: ten softmax widths 1.08-1.26 s one by one, 0.66-0.77 s as
-    one). Each function's values are those it computes alone (tests/test_batching.py). Returns
+    by side into one program, compiled once: a compilation has a cost of its own beside its
+    functions' (measured, XLA:CPU, a softmax loss and its gradients: 77 ms alone, 46-52 ms each
+    among 4 to 8 in one program; runner.MAX_BUNDLE_PROGRAMS). Each function's values are those it
+    computes alone (tests/test_batching.py). Returns
     every part's results in order, as call_batch and call_each return them. A part that runs
     eagerly (_native_plan), and every part when the program cannot be built or run (a case that
     raises), runs on its own as before; so does a batch whose outputs are not one row per row.
