@@ -105,17 +105,15 @@ def main(conn, framework: str, log_path: str | None = None, device: str = "cpu")
         if msg is None:  # the end, or the runner is gone
             break
         call_id, parts = msg
+        api_id, items, quantities, batched = parts[0]
         t0 = time.perf_counter()
         if len(parts) > 1:
-            res = adapters.call_bundle(fw, [(apis[a], items, q, b) for a, items, q, b in parts],
-                                       log_errors=bool(log_path))
+            res = adapters.call_bundle(fw, [(apis[a], its, q, b) for a, its, q, b in parts], log_errors=bool(log_path))
             seconds = [(time.perf_counter() - t0) / len(res)] * len(res)
-        elif parts[0][3]:
-            api_id, items, quantities, _ = parts[0]
+        elif batched:
             res = adapters.call_batch(fw, apis[api_id], items, quantities)
             seconds = [(time.perf_counter() - t0) / len(items)] * len(items)
         else:
-            api_id, items, quantities, _ = parts[0]
             seconds = []
             res = adapters.call_each(fw, apis[api_id], items, quantities, log_errors=bool(log_path), times=seconds)
         conn.send((call_id, res, seconds))
