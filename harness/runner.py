@@ -71,9 +71,12 @@ LARGE_CALL_ELEMENTS = 1 << 24
 #: parent's grading and the worker's calls vary in time, call by call (measured, torch float32:
 #: the worker waited 0.31 s for calls at two deep, small calls only; 0.23 s at eight, any size)
 PIPELINE_DEPTH = 8
-#: ... of which this many bundles (each a compilation of a second or so): the others stay queued,
-#: for whichever worker is free first (a spare's, run's spare)
-BUNDLES_AHEAD = 2
+#: ... but a framework that compiles is sent at most this many (each a compilation, of a second
+#: or so for a bundle): the others stay queued, for whichever worker is free first (a spare's,
+#: run's spare), so that its workers end together (measured, JAX float32 cold: with up to 8
+#: calls sent ahead, the spare ran out of calls at 3.8 s while the first worker had 3 left
+#: and ended at 4.8 s)
+COMPILING_AHEAD = 2
 #: while it waits, the parent computes the references of this many calls ahead per framework
 PREFETCH_CALLS = 256
 #: ... and pickles their messages to the workers, up to this many bytes in all, of calls of at
@@ -90,7 +93,7 @@ SPLIT_STARTUPS = 2.0
 #: ... estimated from this many of its calls at least
 SPLIT_AFTER = 5
 #: a framework that compiles gets a spare at once while it has this many calls queued
-SPARE_AT_ONCE_CALLS = 2 * BUNDLES_AHEAD
+SPARE_AT_ONCE_CALLS = 2 * COMPILING_AHEAD
 
 
 def keep_heap(limit: int = 64 << 20) -> None:
@@ -229,8 +232,9 @@ def bundles(calls: list[Call]) -> list[Call]:
     input elements, for a framework that compiles (adapters.Framework.compile): the compiler then
     sees one program per bundle. A batch is one function; a group's cases are one each, and go
     into bundles one by one (a group only spares messages). A bundle is placed where its last
-    call was. A call with an invalid case (which may raise as the program is built: the bundle
-    would run again part by part) runs on its own, as before; so does one of more elements."""
+    call was. An invalid case is a part like any other: one that raises as the program is traced
+    is left out of it and runs on its own (adapters.call_bundle). A call of more elements runs on
+    its own."""
     out: list[Call] = []
     run: list[Call] = []
     size = 0
@@ -242,7 +246,7 @@ def bundles(calls: list[Call]) -> list[Call]:
 
     for c in calls:
         n = sum(t.case.inputs.size for t in c)
-        if any(t.case.invalid for t in c) or n > MAX_BUNDLE_ELEMENTS:
+        if n > MAX_BUNDLE_ELEMENTS:
             out.append(c)
             continue
         for part in [c] if c.batched else [c.alone(t) for t in c]:
@@ -874,13 +878,12 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         return q[-1] if h.from_back else q[0]
 
     def send_next(h: WorkerHandle) -> None:
-        """Send h its next calls, up to PIPELINE_DEPTH in flight (BUNDLES_AHEAD bundles), unless
-        the next is large and another large call is in flight."""
+        """Send h its next calls, up to PIPELINE_DEPTH in flight (COMPILING_AHEAD where its
+        framework compiles), unless the next is large and another large call is in flight."""
         q = queues[h.framework]
-        while q and len(h.inflight) < PIPELINE_DEPTH:
+        depth = PIPELINE_DEPTH if fws[h.framework].compile is None else COMPILING_AHEAD
+        while q and len(h.inflight) < depth:
             if large(next_call(h)) and any(large(o) for w in handles for o in w.inflight):
-                return
-            if isinstance(next_call(h), Bundle) and sum(isinstance(c, Bundle) for c in h.inflight) >= BUNDLES_AHEAD:
                 return
             call = q.pop() if h.from_back else q.popleft()
             ready = messages.pop(id(call), None)

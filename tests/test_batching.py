@@ -121,17 +121,16 @@ def test_batch_plan():
 
 def test_bundle_plan():
     """Bundles (runner.bundles) are the batches' calls in order, a group's cases one part each,
-    at most MAX_BUNDLE_PROGRAMS parts and MAX_BUNDLE_ELEMENTS inputs; invalid input and large
-    calls are never bundled; a task alone runs as its own part ran it; only a framework that
-    compiles bundles, and only when it stacks."""
+    at most MAX_BUNDLE_PROGRAMS parts and MAX_BUNDLE_ELEMENTS inputs; invalid input is bundled
+    too, a case a part; large calls are never bundled; a task alone runs as its own part ran it;
+    only a framework that compiles bundles, and only when it stacks."""
     jax_fw = adapters.load("jax").framework
     tasks, _ = runner.plan(CORPUS, adapters.all_apis(["jax"]), ["float32", "float64"])
     calls = runner.batches(tasks, True)
     bundled = runner.framework_calls(tasks, jax_fw)
     assert sorted(t.idx for c in bundled for t in c) == sorted(t.idx for t in tasks)  # each task once
     parts = [p for c in bundled for p in c.parts()]
-    unbundled = [p for c in calls for p in ([c] if c.batched or any(t.case.invalid for t in c)
-                                             or sum(t.case.inputs.size for t in c) > runner.MAX_BUNDLE_ELEMENTS
+    unbundled = [p for c in calls for p in ([c] if c.batched or sum(t.case.inputs.size for t in c) > runner.MAX_BUNDLE_ELEMENTS
                                              else [c.alone(t) for t in c])]
     assert sorted(([t.idx for t in p], p.batched) for p in parts) == sorted(([t.idx for t in p], p.batched)
                                                                              for p in unbundled)
@@ -140,13 +139,14 @@ def test_bundle_plan():
     for b in bundles:
         assert 1 < len(b.parts()) <= runner.MAX_BUNDLE_PROGRAMS
         assert sum(t.case.inputs.size for t in b) <= runner.MAX_BUNDLE_ELEMENTS
-        assert not any(t.case.invalid for t in b)
         assert list(b) == [t for p in b.parts() for t in p]
         assert all(len(p) == 1 for p in b.parts() if not p.batched)  # a group's cases, one by one
         for p in b.parts():
             for t in p:
                 assert b.alone(t) == [t] and b.alone(t).batched == p.batched
     assert any(p.batched for b in bundles for p in b.parts()) and any(not p.batched for b in bundles for p in b.parts())
+    invalid_calls = [c for c in bundled if any(t.case.invalid for t in c)]  # a case a part, like any other
+    assert len(invalid_calls) > 1 and all(isinstance(c, runner.Bundle) or len(c) == 1 for c in invalid_calls)
     # the messages carry each part as the worker runs it (harness.worker)
     import pickle
 
@@ -190,9 +190,16 @@ def test_call_bundle_runs_its_calls_as_one_program(monkeypatch):
     for (k1, o1), (k2, o2) in zip(got, expected):
         assert k1 == k2 == "ok" and o1["loss"][0] == "ok" and np.array_equal(o1["loss"][1], o2["loss"][1])
     assert adapters.call_bundle(fw, parts) and len(programs) == 1  # compiled once per bundle
+    # a case that raises as the program is traced (invalid input) is left out of it: its part
+    # runs on its own, as alone, and the other parts keep the program's values
     bad = [group[0], (np.full((2, 3), fa.RAISE, np.float32), group[1][1][:2, :2].repeat(2, 1)[:, :3], {})]
+    alone = []
+    for name in ("call_batch", "call_each"):
+        monkeypatch.setattr(adapters, name, lambda *a, f=getattr(adapters, name), n=name, **k: alone.append(n) or f(*a, **k))
     res = adapters.call_bundle(fw, [(api, batch, ("loss",), True), (api, bad, ("loss",), False)])
     assert [k for k, _ in res] == ["ok", "ok", "ok", "ok", "raised"] and "4567.5" in res[-1][1]
+    assert alone == ["call_each"] and len(programs) == 2
+    assert all(np.array_equal(r[1]["loss"][1], e[1]["loss"][1]) for r, e in zip(res[:4], expected[:4]))
     # a case that leaves the process unable to compute (a CUDA device-side assert): the parts
     # after it are not run here (the runner sends them to a new worker)
     monkeypatch.setattr(fa, "_poison", None)  # restored after the test: the poison stays in it
