@@ -62,8 +62,10 @@ MAX_GROUP_ELEMENTS = 1 << 16
 #: one; a group, one per case) and input elements, compiled as one program (measured, JAX float32
 #: corpus cold: one process, 8.3-9.0 s a program per call, 5.7-6.4 s at 4 to 16; runner.run with
 #: its spare, 4.9-5.2 s at 8, 4.5-4.7 s at 16, 4.9-5.1 s at 24. XLA:CPU compiling N softmax
-#: losses and gradients as one program: 46-52 ms each at N = 4-8, 55-60 at 16, 90-114 at 32)
-MAX_BUNDLE_PROGRAMS = 16
+#: losses and gradients as one program: 46-52 ms each at N = 4-8, 55-60 at 16, 90-114 at 32.
+#: Since invalid cases, loss only, are bundled too: 24, faster than 16 in 9 of 11 alternated
+#: pairs of runs, medians 4.46 s and 4.90 s in the first 6)
+MAX_BUNDLE_PROGRAMS = 24
 MAX_BUNDLE_ELEMENTS = 1 << 20
 #: a call with more input elements than this is in flight on one worker at a time
 LARGE_CALL_ELEMENTS = 1 << 24
