@@ -283,19 +283,24 @@ def _key(fw: Framework, api: Api, params: Mapping[str, Any], fixed: Mapping[str,
 def _computed(fw: Framework, api: Api, params: Mapping[str, Any], fixed: Mapping[str, Any],
               quantities: tuple[str, ...]) -> Callable:
     """The function of {keyword: array} -> {quantity: output} that the framework compiles: the loss,
-    and each gradient by the framework's own autodiff; cached per _key."""
+    and the gradients by the framework's own autodiff, in one backward pass over every argument
+    differentiated (as a training step takes them: the compiler sees one forward and one
+    backward; measured, JAX float32 corpus: tracing 0.65-0.67 s against 0.92-1.0 s with a pass
+    per gradient, the same values on the whole corpus). When it raises, call compiles each
+    quantity on its own; cached per _key."""
     key = _key(fw, api, params, fixed, quantities)
     if key not in _COMPUTE:
         forward = _forward(fw, api, params, fixed)
         args = gradient_args(api, params)
+        wrt = [args[q] for q in quantities if q != "loss"]
 
         def compute(arrays):
             out = {}
             if "loss" in quantities:
                 out["loss"] = forward(arrays)
-            for q in quantities:
-                if q != "loss":
-                    out[q] = fw.vjp(lambda over: forward({**arrays, **over}), {args[q]: arrays[args[q]]})[args[q]]
+            if wrt:
+                grads = fw.vjp(lambda over: forward({**arrays, **over}), {a: arrays[a] for a in wrt})
+                out.update((q, grads[args[q]]) for q in quantities if q != "loss")
             return out
 
         _COMPUTE[key] = compute
