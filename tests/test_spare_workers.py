@@ -122,7 +122,7 @@ def test_a_framework_that_compiles_gets_its_spare_at_once(spare_soon, monkeypatc
     import dataclasses
 
     monkeypatch.setattr(runner, "MIN_SPLIT_S", 10.0)
-    cases = parse_cases({"cases": [normal(i) for i in range(160)]})  # in bundles of runner.MAX_BUNDLE_PROGRAMS cases: 20 calls
+    cases = parse_cases({"cases": [normal(i) for i in range(160)]})  # in bundles of runner.MAX_BUNDLE_PROGRAMS cases: several calls
 
     def go(compiles: bool, cpus: int):
         # the runner reads the framework's `compile` (its worker, unpatched, runs each case as before)
