@@ -140,3 +140,31 @@ def test_a_framework_that_compiles_gets_its_spare_at_once(spare_soon, monkeypatc
     assert (alone[alone.quantity == "loss"].status == "match").all()
     for df in (plain, spared, more):
         pd.testing.assert_frame_equal(df.drop(columns="seconds"), alone.drop(columns="seconds"))
+
+
+def test_a_framework_that_compiles_has_few_calls_in_flight(spare_soon, monkeypatch):
+    """Each call of a framework that compiles is a compilation of a second or so: a worker is
+    sent at most COMPILING_AHEAD of them, the rest stay queued for whichever worker is free
+    first (otherwise PIPELINE_DEPTH). The rows are those of the plain run."""
+    import dataclasses
+
+    monkeypatch.setattr(runner, "MAX_BUNDLE_PROGRAMS", 1)  # a call per case, bundled or not
+    cases = parse_cases({"cases": [normal(i) for i in range(40)]})
+    sent = runner.WorkerHandle.send
+
+    def go(compiles: bool) -> tuple[pd.DataFrame, int]:
+        monkeypatch.setattr(fa, "FRAMEWORK", dataclasses.replace(fa.FRAMEWORK, compile=(lambda f: f) if compiles else None))
+        depth = []
+
+        def send(self, *a, **k):
+            sent(self, *a, **k)
+            depth.append(len(self.inflight))
+
+        monkeypatch.setattr(runner.WorkerHandle, "send", send)
+        df, _ = runner.run(cases, ["faulty"], DTYPES, call_timeout=CALL_TIMEOUT, cpus=1)
+        return df, max(depth)
+
+    compiled, most = go(True)
+    plain, deep = go(False)
+    assert most == runner.COMPILING_AHEAD < deep == runner.PIPELINE_DEPTH, (most, deep)
+    pd.testing.assert_frame_equal(compiled.drop(columns="seconds"), plain.drop(columns="seconds"))
