@@ -285,9 +285,9 @@ def _computed(fw: Framework, api: Api, params: Mapping[str, Any], fixed: Mapping
     """The function of {keyword: array} -> {quantity: output} that the framework compiles: the loss,
     and the gradients by the framework's own autodiff, in one backward pass over every argument
     differentiated (as a training step takes them: the compiler sees one forward and one
-    backward; measured, JAX float32 corpus: tracing 0.65-0.67 s against 0.92-1.0 s with a pass
-    per gradient, the same values on the whole corpus). When it raises, call compiles each
-    quantity on its own; cached per _key."""
+    backward; measured, JAX float32 corpus in one process, 3 runs alternated: tracing 0.86-0.90 s
+    against 0.95-0.96 s with a pass per gradient, the same values on the whole corpus). When it
+    raises, call compiles each quantity on its own; cached per _key."""
     key = _key(fw, api, params, fixed, quantities)
     if key not in _COMPUTE:
         forward = _forward(fw, api, params, fixed)
