@@ -1013,8 +1013,9 @@ def run(cases: list[Case], frameworks: list[str], dtypes: Iterable[str], *, log_
         starts, when SPARE_AT_ONCE_CALLS calls are queued: each is a compilation, CPU-bound, a
         second or so (measured, JAX float32 cold alone: 6.6-6.9 s on one worker, 5.5-6.0 s with a
         spare from the first answer); any further one as above. (On a GPU, a second process
-        would share its memory: spares there come from the estimate alone, as before.) A spare takes its calls from the back of the queue, the other
-        workers from the front, so that each sees APIs and shapes of its own."""
+        would share its memory: spares there come from the estimate alone, as before.) A spare
+        takes its calls from the back of the queue, the other workers from the front, so that
+        each sees APIs and shapes of its own."""
         if len(handles) >= cpus:
             return
         starting = any(h.first_start and not h.ready for h in handles)
